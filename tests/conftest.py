@@ -1,0 +1,47 @@
+"""Shared fixtures: data paths, the converted checkpoint, and `require()` for system parts.
+
+A test that needs a system part (a Debian tool, the reference library, the audio server) skips on a
+user's machine when the part is missing, but FAILS under CI=true so CI always exercises it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+TESTS_DIR = Path(__file__).parent
+DATA_DIR = TESTS_DIR / "data"
+GENERATED_DIR = TESTS_DIR / ".generated"
+
+
+def require(part: str, available: bool, why: str = "") -> None:
+    """Skip (user machine) or fail (CI) when `part` is not available."""
+    if available:
+        return
+    message = f"{part} is not available{': ' + why if why else ''}"
+    if IN_CI:
+        pytest.fail(f"CI=true but {message}")
+    pytest.skip(message)
+
+
+def require_tool(name: str) -> str:
+    """Path of an executable on PATH, or skip/fail through `require`."""
+    path = shutil.which(name)
+    require(name, path is not None, "install it (see .ci/run)")
+    assert path is not None
+    return path
+
+
+def require_module(name: str) -> None:
+    require(f"python module {name}", importlib.util.find_spec(name) is not None)
+
+
+@pytest.fixture(scope="session")
+def generated_dir() -> Path:
+    GENERATED_DIR.mkdir(exist_ok=True)
+    return GENERATED_DIR
