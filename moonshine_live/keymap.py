@@ -20,7 +20,10 @@ HF_TO_OURS: tuple[tuple[str, str], ...] = (
     (r"^model\.decoder\.norm\.", "decoder.norm."),
     (r"^model\.decoder\.layers\.(\d+)\.input_layernorm\.", r"decoder.layers.\1.attn_norm."),
     (r"^model\.decoder\.layers\.(\d+)\.self_attn\.", r"decoder.layers.\1.attn."),
-    (r"^model\.decoder\.layers\.(\d+)\.post_attention_layernorm\.", r"decoder.layers.\1.cross_norm."),
+    (
+        r"^model\.decoder\.layers\.(\d+)\.post_attention_layernorm\.",
+        r"decoder.layers.\1.cross_norm.",
+    ),
     (r"^model\.decoder\.layers\.(\d+)\.encoder_attn\.", r"decoder.layers.\1.cross_attn."),
     (r"^model\.decoder\.layers\.(\d+)\.final_layernorm\.", r"decoder.layers.\1.mlp_norm."),
     (r"^model\.decoder\.layers\.(\d+)\.mlp\.", r"decoder.layers.\1.mlp."),
@@ -41,17 +44,35 @@ def hf_to_ours(name: str) -> str | None:
 _REVERSE: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^encoder\.stem\."), "model.encoder."),
     (re.compile(r"^encoder\.norm\."), "model.encoder.layer_norm."),
-    (re.compile(r"^encoder\.layers\.(\d+)\.attn_norm\."), r"model.encoder.layers.\1.input_layernorm."),
+    (
+        re.compile(r"^encoder\.layers\.(\d+)\.attn_norm\."),
+        r"model.encoder.layers.\1.input_layernorm.",
+    ),
     (re.compile(r"^encoder\.layers\.(\d+)\.attn\."), r"model.encoder.layers.\1.self_attn."),
-    (re.compile(r"^encoder\.layers\.(\d+)\.mlp_norm\."), r"model.encoder.layers.\1.post_attention_layernorm."),
+    (
+        re.compile(r"^encoder\.layers\.(\d+)\.mlp_norm\."),
+        r"model.encoder.layers.\1.post_attention_layernorm.",
+    ),
     (re.compile(r"^encoder\.layers\.(\d+)\.mlp\."), r"model.encoder.layers.\1.mlp."),
     (re.compile(r"^decoder\.embed_tokens\."), "model.decoder.embed_tokens."),
     (re.compile(r"^decoder\.norm\."), "model.decoder.norm."),
-    (re.compile(r"^decoder\.layers\.(\d+)\.attn_norm\."), r"model.decoder.layers.\1.input_layernorm."),
+    (
+        re.compile(r"^decoder\.layers\.(\d+)\.attn_norm\."),
+        r"model.decoder.layers.\1.input_layernorm.",
+    ),
     (re.compile(r"^decoder\.layers\.(\d+)\.attn\."), r"model.decoder.layers.\1.self_attn."),
-    (re.compile(r"^decoder\.layers\.(\d+)\.cross_norm\."), r"model.decoder.layers.\1.post_attention_layernorm."),
-    (re.compile(r"^decoder\.layers\.(\d+)\.cross_attn\."), r"model.decoder.layers.\1.encoder_attn."),
-    (re.compile(r"^decoder\.layers\.(\d+)\.mlp_norm\."), r"model.decoder.layers.\1.final_layernorm."),
+    (
+        re.compile(r"^decoder\.layers\.(\d+)\.cross_norm\."),
+        r"model.decoder.layers.\1.post_attention_layernorm.",
+    ),
+    (
+        re.compile(r"^decoder\.layers\.(\d+)\.cross_attn\."),
+        r"model.decoder.layers.\1.encoder_attn.",
+    ),
+    (
+        re.compile(r"^decoder\.layers\.(\d+)\.mlp_norm\."),
+        r"model.decoder.layers.\1.final_layernorm.",
+    ),
     (re.compile(r"^decoder\.layers\.(\d+)\.mlp\."), r"model.decoder.layers.\1.mlp."),
     (re.compile(r"^proj_out\."), "proj_out."),
 )

@@ -23,9 +23,7 @@ CONV3_KERNEL, CONV3_STRIDE = 3, 2
 GROUPNORM_EPS = 1e-5
 LAYERNORM_EPS = 1e-5
 # Fewest samples the stem accepts: conv3 needs 3 conv2 frames, which need 13 conv1 frames.
-MIN_SAMPLES = CONV1_KERNEL + CONV1_STRIDE * (
-    (CONV3_KERNEL - 1) * CONV2_STRIDE + CONV2_KERNEL - 1
-)
+MIN_SAMPLES = CONV1_KERNEL + CONV1_STRIDE * ((CONV3_KERNEL - 1) * CONV2_STRIDE + CONV2_KERNEL - 1)
 
 
 def num_frames(num_samples: int) -> int:
@@ -111,7 +109,9 @@ def _yarn_frequencies(
     ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
     pos_freqs = base ** (torch.arange(0, dim, 2).float() / dim)
     extrapolation = 1 - ramp
-    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation) + (
+        1.0 / pos_freqs
+    ) * extrapolation
     return inv_freq, float(attention)
 
 
@@ -138,7 +138,9 @@ class RotaryEmbedding(nn.Module):
         if self.rope_type == "longrope":
             long = torch.tensor(scaling["long_factor"], dtype=torch.float32)
             exponents = torch.arange(0, self.dim, 2, dtype=torch.int64).float() / self.dim
-            self.register_buffer("long_inv_freq", 1.0 / (long * self.base**exponents), persistent=False)
+            self.register_buffer(
+                "long_inv_freq", 1.0 / (long * self.base**exponents), persistent=False
+            )
 
     def _frequencies(self, seq_len: Tensor) -> Tensor:
         if self.rope_type == "dynamic":
@@ -153,7 +155,8 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """positions [S] (long) -> cos, sin [S, rotary_dim / 2] in float32."""
-        inv_freq = self._frequencies(positions.max() + 1)
+        # float32 even in a half or double model, as transformers does: fp16 angles lose positions
+        inv_freq = self._frequencies(positions.max() + 1).float()
         angles = positions[:, None].float() * inv_freq[None, :]
         return angles.cos() * self.attention_scaling, angles.sin() * self.attention_scaling
 
@@ -388,7 +391,9 @@ class Moonshine(nn.Module):
             else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
 
-    def encode(self, audio: Tensor, num_samples: list[int] | None = None) -> tuple[Tensor, Tensor | None]:
+    def encode(
+        self, audio: Tensor, num_samples: list[int] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """audio [B, samples] -> (features [B, T, hidden], frame_mask [B, T] or None).
 
         Rows of a batch may be zero-padded; `num_samples` gives their true lengths. The stem runs on
@@ -418,7 +423,7 @@ class Moonshine(nn.Module):
         self.decoder.causal_mask = torch.tril(mask)
 
     def prefill_cross(self, features: Tensor, frame_mask: Tensor | None = None) -> None:
-        """Compute every layer's cross-attention K/V once per utterance from features [B, T, hidden]."""
+        """Every layer's cross-attention K/V, once per utterance, from features [B, T, hidden]."""
         for layer in self.decoder.layers:
             layer.cross_k, layer.cross_v = layer.cross_attn.project_kv(features)
             layer.kv_cache.k_cache.zero_()

@@ -21,7 +21,7 @@ _LOGGER = logging.getLogger(__name__)
 
 ACTIVATIONS = ("gelu", "silu", "relu", "gelu_new", "gelu_pytorch_tanh", "swish")
 
-# RoPE scaling types and the keys each needs besides `rope_type` (transformers' modeling_rope_utils).
+# RoPE scaling types and the keys each needs besides `rope_type` (transformers' rope utils).
 ROPE_REQUIRED_KEYS: dict[str, frozenset[str]] = {
     "default": frozenset(),
     "linear": frozenset({"factor"}),
@@ -52,7 +52,7 @@ ROPE_TYPES_WITH_ORIGINAL_LENGTH = frozenset({"yarn", "longrope", "llama3"})
 
 @dataclass(frozen=True)
 class MoonshineConfig:
-    """Shape and constants of a Moonshine checkpoint (fields as in transformers' MoonshineConfig)."""
+    """Shape and constants of a Moonshine checkpoint (the fields of transformers' config)."""
 
     vocab_size: int = 32768
     hidden_size: int = 288
@@ -88,9 +88,13 @@ class MoonshineConfig:
 
     def __post_init__(self) -> None:
         if self.encoder_num_key_value_heads is None:
-            object.__setattr__(self, "encoder_num_key_value_heads", self.encoder_num_attention_heads)
+            object.__setattr__(
+                self, "encoder_num_key_value_heads", self.encoder_num_attention_heads
+            )
         if self.decoder_num_key_value_heads is None:
-            object.__setattr__(self, "decoder_num_key_value_heads", self.decoder_num_attention_heads)
+            object.__setattr__(
+                self, "decoder_num_key_value_heads", self.decoder_num_attention_heads
+            )
         if self.rope_scaling is not None:
             object.__setattr__(self, "rope_scaling", _normalize_rope_scaling(self.rope_scaling))
         self._validate()
@@ -108,7 +112,9 @@ class MoonshineConfig:
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"MoonshineConfig.{name} must be a positive integer, got {value!r}")
+                raise ConfigError(
+                    f"MoonshineConfig.{name} must be a positive integer, got {value!r}"
+                )
         for side in ("encoder", "decoder"):
             heads = getattr(self, f"{side}_num_attention_heads")
             kv_heads = getattr(self, f"{side}_num_key_value_heads")
@@ -171,7 +177,9 @@ class MoonshineConfig:
         try:
             return cls(**PRESETS[name])
         except KeyError:
-            raise ConfigError(f"unknown Moonshine preset {name!r}; available: {sorted(PRESETS)}") from None
+            raise ConfigError(
+                f"unknown Moonshine preset {name!r}; available: {sorted(PRESETS)}"
+            ) from None
 
     @classmethod
     def from_hf_dict(cls, data: dict[str, Any], source: str = "config") -> MoonshineConfig:
@@ -228,9 +236,7 @@ class MoonshineConfig:
             "partial_rotary_factor": self.partial_rotary_factor,
         }
         if self.rope_scaling:
-            rope_parameters.update(
-                {k: v for k, v in self.rope_scaling.items() if k != "rope_type"}
-            )
+            rope_parameters.update({k: v for k, v in self.rope_scaling.items() if k != "rope_type"})
         data["rope_parameters"] = rope_parameters
         data.update(model_type="moonshine", architectures=["MoonshineForConditionalGeneration"])
         data.setdefault("is_encoder_decoder", True)

@@ -1,0 +1,196 @@
+"""Greedy decoding over the model's `decode_step`, with a token budget and a repetition guard.
+
+Grammar-agnostic: a constraint plugs in through `LogitFilter`, which works on tensors only (a
+per-row state and a mask applied to the step's logits), so a constrained step can compile too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from .model import Moonshine
+
+_LOGGER = logging.getLogger(__name__)
+
+StepFn = Callable[[Moonshine, Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """One utterance's greedy decode."""
+
+    tokens: tuple[int, ...]
+    """Generated ids, without the start token and without end-of-text."""
+    token_logprobs: tuple[float, ...]
+    stop_reason: str
+    """"eos" (model ended), "budget" (token cap for the audio length) or "repetition"."""
+
+    @property
+    def avg_logprob(self) -> float:
+        """Mean log probability of the kept tokens (0.0 when there are none)."""
+        return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else 0.0
+
+
+class LogitFilter(Protocol):
+    """A per-step constraint: `allowed[state]` masks logits, `next_state[state, token]` advances."""
+
+    def initial_state(self, batch_size: int, device: torch.device) -> Tensor:
+        """state [B] (long) before the first generated token."""
+        ...
+
+    def apply(self, logits: Tensor, state: Tensor) -> Tensor:
+        """logits [B, vocab] -> logits with disallowed tokens at -inf."""
+        ...
+
+    def advance(self, state: Tensor, tokens: Tensor) -> Tensor:
+        """state [B], chosen tokens [B] -> next state [B]."""
+        ...
+
+
+@dataclass(frozen=True)
+class RepetitionGuard:
+    """Stop a decode stuck in a loop: the same n-gram repeated back to back too often.
+
+    Moonshine, like other seq2seq ASR models, can loop on noise or clipped audio.
+    """
+
+    max_ngram: int = 4
+    """Longest repeated phrase looked for (tokens)."""
+    max_single_repeats: int = 6
+    """A single token repeated this many times in a row is a loop."""
+    max_phrase_repeats: int = 4
+    """A phrase of 2..max_ngram tokens repeated this many times in a row is a loop."""
+
+    def loop_start(self, tokens: list[int]) -> int | None:
+        """Index where the looping tail starts after its first copy, or None when not looping."""
+        for n in range(1, self.max_ngram + 1):
+            limit = self.max_single_repeats if n == 1 else self.max_phrase_repeats
+            if len(tokens) < n * limit:
+                continue
+            tail = tokens[-n:]
+            if all(tokens[-(i + 1) * n : len(tokens) - i * n] == tail for i in range(limit)):
+                return len(tokens) - (limit - 1) * n
+        return None
+
+
+def token_budget(
+    num_samples: int,
+    sample_rate: int,
+    max_tokens_per_s: float,
+    min_tokens: int,
+    max_positions: int,
+) -> int:
+    """New tokens allowed for an utterance: proportional to its length, within the model's range.
+
+    Moonshine emits about 3 tokens per second of speech; the cap keeps a model that hallucinates
+    on noise from running on (the reference uses 6.5 tokens/s).
+    """
+    by_length = int(max_tokens_per_s * num_samples / sample_rate)
+    return max(1, min(max(by_length, min_tokens), max_positions - 1))
+
+
+def decode_step(model: Moonshine, tokens: Tensor, input_pos: Tensor) -> Tensor:
+    """One decoder step: tokens [B, 1] at input_pos [1] -> logits [B, vocab] (float32).
+
+    The single function `transcriber.py` compiles; shapes never change between steps.
+    """
+    return model.decode_step(tokens, input_pos)[:, -1]
+
+
+def greedy_decode(
+    model: Moonshine,
+    features: Tensor,
+    frame_mask: Tensor | None,
+    budgets: list[int],
+    *,
+    step: StepFn = decode_step,
+    logit_filter: LogitFilter | None = None,
+    guard: RepetitionGuard | None = None,
+) -> list[DecodeResult]:
+    """Decode a batch of encoded utterances (features [B, T, hidden]) greedily.
+
+    Each row stops at end-of-text, at its own budget, or when the guard sees a loop.
+    """
+    config = model.config
+    batch = features.shape[0]
+    device = features.device
+    max_steps = max(budgets)
+    _ensure_caches(model, batch, max_steps + 1)
+    model.prefill_cross(features, frame_mask)
+    current = torch.full((batch, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
+    state = logit_filter.initial_state(batch, device) if logit_filter else None
+    rows: list[list[int]] = [[] for _ in range(batch)]
+    logprobs: list[list[float]] = [[] for _ in range(batch)]
+    reasons: list[str | None] = [None] * batch
+    for pos in range(max_steps):
+        logits = step(model, current, torch.tensor([pos], device=device))
+        if logit_filter is not None:
+            logits = logit_filter.apply(logits, state)
+        chosen_logprob, chosen = torch.log_softmax(logits, dim=-1).max(dim=-1)
+        if logit_filter is not None:
+            state = logit_filter.advance(state, chosen)
+        _accept(
+            chosen.tolist(),
+            chosen_logprob.tolist(),
+            rows,
+            logprobs,
+            reasons,
+            budgets,
+            guard,
+            config.eos_token_id,
+        )
+        if all(reason is not None for reason in reasons):
+            break
+        current = chosen[:, None]
+    return [
+        DecodeResult(tuple(r), tuple(lp), reason or "budget")
+        for r, lp, reason in zip(rows, logprobs, reasons, strict=True)
+    ]
+
+
+def _accept(
+    chosen: list[int],
+    chosen_logprob: list[float],
+    rows: list[list[int]],
+    logprobs: list[list[float]],
+    reasons: list[str | None],
+    budgets: list[int],
+    guard: RepetitionGuard | None,
+    eos_id: int,
+) -> None:
+    """Append each unfinished row's token and mark rows that stop here."""
+    for i, (token, logprob) in enumerate(zip(chosen, chosen_logprob, strict=True)):
+        if reasons[i] is not None:
+            continue
+        if token == eos_id:
+            reasons[i] = "eos"
+            continue
+        rows[i].append(token)
+        logprobs[i].append(logprob if math.isfinite(logprob) else -1e9)
+        loop_at = guard.loop_start(rows[i]) if guard else None
+        if loop_at is not None:
+            _LOGGER.debug("repetition loop in row %d, keeping %d tokens", i, loop_at)
+            del rows[i][loop_at:], logprobs[i][loop_at:]
+            reasons[i] = "repetition"
+        elif len(rows[i]) >= budgets[i]:
+            reasons[i] = "budget"
+
+
+def _ensure_caches(model: Moonshine, batch: int, needed_tokens: int) -> None:
+    """(Re)allocate the static caches only when the batch or length outgrows them."""
+    cache = model.decoder.layers[0].kv_cache
+    if (
+        cache is not None
+        and cache.k_cache.shape[0] == batch
+        and cache.k_cache.shape[2] >= needed_tokens
+    ):
+        return
+    size = max(needed_tokens, model.config.max_position_embeddings)
+    model.setup_caches(batch, size)

@@ -1,0 +1,191 @@
+"""`Transcriber`: the one owner of the loaded model, its tokenizer and its (compiled) decode step.
+
+Synchronous and thread-safe (one lock around the model's caches); the live engine calls it from
+an executor. Loading picks the device and dtype, and a warm-up decode runs before it returns so
+the first real utterance runs at full speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, is_silent, load_audio, split_at_pauses, validate_audio
+from .config import DecodeConfig
+from .decoding import RepetitionGuard, StepFn, decode_step, greedy_decode, token_budget
+from .errors import ConfigError
+from .messages import Transcript
+from .model import MIN_SAMPLES
+from .tokenizer import Tokenizer
+from .weights import Checkpoint, load_model, resolve_checkpoint
+
+_LOGGER = logging.getLogger(__name__)
+
+WARMUP_SAMPLES = SAMPLE_RATE  # one second of low noise: runs every kernel once
+
+
+@dataclass(frozen=True)
+class FileTranscript:
+    """A whole file: its pieces (cut at pauses when long) and their joined text."""
+
+    path: str
+    pieces: tuple[Transcript, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(p.text for p in self.pieces if p.text)
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        return tuple(t for p in self.pieces for t in p.tokens)
+
+    @property
+    def audio_s(self) -> float:
+        return sum(p.audio_s for p in self.pieces)
+
+    @property
+    def encode_ms(self) -> float:
+        return sum(p.encode_ms for p in self.pieces)
+
+    @property
+    def decode_ms(self) -> float:
+        return sum(p.decode_ms for p in self.pieces)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} requested but MPS is not available")
+    return device
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """float16 on CUDA, float32 elsewhere, unless asked otherwise."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+class Transcriber:
+    """Speech to text with a warm Moonshine model."""
+
+    def __init__(self, config: DecodeConfig | None = None, *, warm_up: bool = True) -> None:
+        self.config = config or DecodeConfig()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self.device = pick_device(self.config.device)
+        self.dtype = pick_dtype(self.config.dtype, self.device)
+        self.checkpoint: Checkpoint = resolve_checkpoint(self.config.model)
+        started = time.perf_counter()
+        self.model = load_model(self.checkpoint, self.device, self.dtype)
+        self.tokenizer = Tokenizer.from_file(self.checkpoint.tokenizer_path)
+        self.guard = RepetitionGuard(
+            max_single_repeats=self.config.max_single_repeats,
+            max_phrase_repeats=self.config.max_phrase_repeats,
+        )
+        self._step: StepFn = self._make_step()
+        self._lock = threading.Lock()
+        self.load_ms = (time.perf_counter() - started) * 1000
+        if warm_up:
+            self.warm_up()
+
+    def _make_step(self) -> StepFn:
+        if not self.config.compile:
+            return decode_step
+        try:
+            return torch.compile(decode_step, fullgraph=True, dynamic=False)
+        except Exception:  # compile support varies by platform; eager is always correct
+            _LOGGER.exception("torch.compile failed; using the eager decode step")
+            return decode_step
+
+    def warm_up(self) -> None:
+        """Run one decode so allocation and kernel selection happen now, not on first speech."""
+        noise = np.random.default_rng(0).normal(0, 1e-3, WARMUP_SAMPLES).astype(np.float32)
+        self.transcribe(noise)
+
+    def budget(self, num_samples: int) -> int:
+        return token_budget(
+            num_samples,
+            SAMPLE_RATE,
+            self.config.max_tokens_per_s,
+            self.config.min_new_tokens,
+            self.model.config.max_position_embeddings,
+        )
+
+    def transcribe(
+        self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, t_start: float = 0.0
+    ) -> Transcript:
+        """One utterance (float32 mono; other rates resampled) -> Transcript."""
+        return self.transcribe_batch([validate_audio(audio, sample_rate)], [t_start])[0]
+
+    def transcribe_batch(
+        self, utterances: list[np.ndarray], t_starts: list[float] | None = None
+    ) -> list[Transcript]:
+        """Several 16 kHz float32 utterances at once; same text as one at a time."""
+        if not utterances:
+            return []
+        t_starts = t_starts or [0.0] * len(utterances)
+        lengths = [max(len(u), MIN_SAMPLES) for u in utterances]
+        batch = np.zeros((len(utterances), max(lengths)), dtype=np.float32)
+        for row, u in zip(batch, utterances, strict=True):
+            row[: len(u)] = u
+        with self._lock, torch.inference_mode():
+            started = time.perf_counter()
+            audio = torch.from_numpy(batch).to(self.device, self.dtype)
+            features, frame_mask = self.model.encode(audio, lengths)
+            encoded = time.perf_counter()
+            budgets = [self.budget(n) for n in lengths]
+            results = greedy_decode(
+                self.model, features, frame_mask, budgets, step=self._step, guard=self.guard
+            )
+            decoded = time.perf_counter()
+        encode_ms = (encoded - started) * 1000 / len(utterances)
+        decode_ms = (decoded - encoded) * 1000 / len(utterances)
+        return [
+            Transcript(
+                text=self.tokenizer.decode(r.tokens).strip(),
+                tokens=r.tokens,
+                avg_logprob=r.avg_logprob,
+                audio_s=len(u) / SAMPLE_RATE,
+                encode_ms=encode_ms,
+                decode_ms=decode_ms,
+                stop_reason=r.stop_reason,
+                t_start=t,
+            )
+            for u, r, t in zip(utterances, results, t_starts, strict=True)
+        ]
+
+    def transcribe_long(
+        self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE
+    ) -> list[Transcript]:
+        """Audio of any length: cut at pauses into pieces of at most `max_chunk_s`, in order."""
+        audio = validate_audio(audio, sample_rate)
+        pieces = []
+        for start, end in split_at_pauses(audio, self.config.max_chunk_s):
+            chunk = audio[start:end]
+            if is_silent(chunk):
+                pieces.append(_silent_piece(chunk, start))
+            else:
+                pieces.append(self.transcribe(chunk, t_start=start / SAMPLE_RATE))
+        return pieces
+
+    def transcribe_file(self, path: str | Path) -> FileTranscript:
+        """Any soundfile-readable file (WAV, FLAC, OGG...), any rate, mono or not."""
+        return FileTranscript(str(path), tuple(self.transcribe_long(load_audio(path))))
+
+
+def _silent_piece(chunk: np.ndarray, start: int) -> Transcript:
+    return Transcript(
+        text="", tokens=(), avg_logprob=0.0, audio_s=len(chunk) / SAMPLE_RATE,
+        encode_ms=0.0, decode_ms=0.0, stop_reason="silence", t_start=start / SAMPLE_RATE,
+    )  # fmt: skip
