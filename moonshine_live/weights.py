@@ -127,14 +127,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .ort_weights import dequantize_state_dict
+    from .quantized import dequantize_state_dict
 
     try:
         flat = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(f"{path}: cannot read safetensors file: {exc}") from None
     try:
-        return dequantize_state_dict(flat)
+        return dequantize_state_dict(flat, source=path)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise WeightsError(f"{path}: bad quantized tensors: {exc}") from None
 
