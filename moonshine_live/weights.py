@@ -171,22 +171,34 @@ def load_model(
     )
     with torch.device("meta"):
         model = Moonshine(checkpoint.config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise WeightsError(
-            f"{checkpoint.weights_path}: missing tensors {missing[:8]} ({len(missing)} in all)"
-        )
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise WeightsError(
-                f"{checkpoint.weights_path}: {name} has shape {tuple(tensor.shape)}, "
-                f"the config needs {tuple(expected[name].shape)}"
-            )
+    _check_fit(state, model.state_dict(), checkpoint.weights_path)
     state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     _materialize_buffers(model, checkpoint.config, device)
     return model.eval().requires_grad_(False)
+
+
+def _check_fit(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: Path
+) -> None:
+    """Every tensor present, none extra, every shape as the config says; all problems at once."""
+    problems = []
+    missing = sorted(expected.keys() - state.keys())
+    extra = sorted(state.keys() - expected.keys())
+    if missing:
+        problems.append(f"missing tensors {missing[:8]} ({len(missing)} in all)")
+    if extra:
+        problems.append(f"tensors the config has no place for {extra[:8]} ({len(extra)} in all)")
+    wrong = [
+        f"{name} has shape {tuple(state[name].shape)}, the config needs {tuple(t.shape)}"
+        for name, t in expected.items()
+        if name in state and tuple(state[name].shape) != tuple(t.shape)
+    ]
+    problems.extend(wrong[:4])
+    if problems:
+        raise WeightsError(
+            f"{source}: checkpoint does not fit its config.json: " + "; ".join(problems)
+        )
 
 
 def _materialize_buffers(

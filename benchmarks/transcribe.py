@@ -1,0 +1,372 @@
+"""Audio in -> token ids: our Transcriber next to transformers and onnxruntime, same clips.
+
+Why: the project exists to be fast on a CPU, so every speed claim needs the two obvious peers
+measured on the same machine, the same audio and the same greedy budget, and a check that all
+three produce the same tokens (a fast wrong answer is not a speed-up). The peers are
+transformers' `MoonshineForConditionalGeneration` on our converted weights and onnxruntime on the
+moonshine-cpp wheel's original `.ort` files (the reference runtime, shared/notes/weights.md).
+
+Runs are interleaved (every repeat visits every clip, implementations in rotated order) so slow
+drift of the machine hits all three alike; the table shows medians.
+
+    python benchmarks/transcribe.py [--repeats 7] [--threads N] [--durations 1,2,4,10]
+                                    [--skip-onnx] [--skip-transformers] [--json [PATH]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import soundfile
+import torch
+
+from moonshine_live.audio import SAMPLE_RATE
+from moonshine_live.config import DecodeConfig
+from moonshine_live.ort_weights import locate_moonshine_cpp_files
+from moonshine_live.transcriber import Transcriber
+from moonshine_live.weights import Checkpoint, read_state_dict
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+HOP_SAMPLES = SAMPLE_RATE // 100  # energy is measured per 10 ms hop...
+PAUSE_HOPS = 10  # ...and averaged over 100 ms, so a cut lands in a pause, not inside a word
+SEARCH_FROM = 0.5  # a short clip is cut at the quietest point in [0.5, 1.0] x its target length
+BUSY_LOAD = 0.5  # a 1-min load average above this before we start means someone else is busy
+FILE_SLACK_S = 0.1  # a target within this of the file's length (10 s vs 9.96 s) is the file
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A prefix of the sample file cut in a pause, padded with silence to the target length."""
+
+    name: str
+    audio: np.ndarray  # (samples,) float32 at 16 kHz
+    speech_s: float  # where the file was cut (seconds); the rest is zero padding
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Run:
+    """One audio -> tokens call; tokens exclude the start token and end-of-text."""
+
+    tokens: tuple[int, ...]
+    total_ms: float
+    encode_ms: float | None = None
+    decode_ms: float | None = None
+    steps: int | None = None  # decoder steps, the end-of-text step included
+
+
+Runner = Callable[[np.ndarray, int], Run]  # (audio, max_new_tokens) -> Run
+
+
+def make_clips(path: Path, durations: list[float]) -> list[Clip]:
+    """One clip per target duration, each starting at the file's start."""
+    audio, rate = soundfile.read(path, dtype="float32")
+    if rate != SAMPLE_RATE or audio.ndim != 1:
+        sys.exit(f"{path}: expected mono {SAMPLE_RATE} Hz, got {rate} Hz, shape {audio.shape}")
+    energy = _pause_energy(audio)
+    clips = []
+    for target_s in durations:
+        target = round(target_s * SAMPLE_RATE)
+        slack = FILE_SLACK_S * SAMPLE_RATE
+        if target >= len(audio) - slack:
+            cut = len(audio)
+            target = target if target > len(audio) + slack else cut
+        else:
+            low, high = int(target * SEARCH_FROM) // HOP_SAMPLES, target // HOP_SAMPLES
+            cut = (low + int(np.argmin(energy[low : high + 1]))) * HOP_SAMPLES
+        padded = np.zeros(max(target, cut), dtype=np.float32)
+        padded[:cut] = audio[:cut]
+        clips.append(Clip(f"{target_s:g}s", padded, cut / SAMPLE_RATE))
+    return clips
+
+
+def _pause_energy(audio: np.ndarray) -> np.ndarray:
+    """Mean square over the 100 ms centred on each 10 ms hop boundary, shape (hops + 1,)."""
+    hops = len(audio) // HOP_SAMPLES
+    per_hop = np.square(audio[: hops * HOP_SAMPLES].reshape(hops, HOP_SAMPLES)).mean(axis=1)
+    cumulative = np.concatenate(([0.0], np.cumsum(per_hop, dtype=np.float64)))
+    bounds = np.arange(hops + 1)
+    left = np.maximum(bounds - PAUSE_HOPS // 2, 0)
+    right = np.minimum(bounds + PAUSE_HOPS // 2, hops)
+    return (cumulative[right] - cumulative[left]) / (right - left)
+
+
+def ours_runner(transcriber: Transcriber) -> Runner:
+    def run(audio: np.ndarray, max_new_tokens: int) -> Run:
+        started = time.perf_counter()
+        result = transcriber.transcribe(audio)  # budget == max_new_tokens by construction
+        total_ms = (time.perf_counter() - started) * 1000
+        steps = len(result.tokens) + (result.stop_reason == "eos")
+        return Run(result.tokens, total_ms, result.encode_ms, result.decode_ms, steps)
+
+    return run
+
+
+def transformers_runner(checkpoint: Checkpoint, bos: int, eos: int) -> Runner:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    config = transformers.MoonshineConfig.from_pretrained(checkpoint.directory)
+    model = transformers.MoonshineForConditionalGeneration(config).eval()
+    model.load_state_dict(read_state_dict(checkpoint.weights_path), strict=True)
+
+    def run(audio: np.ndarray, max_new_tokens: int) -> Run:
+        started = time.perf_counter()
+        with torch.inference_mode():
+            ids = model.generate(
+                torch.from_numpy(audio)[None], max_new_tokens=max_new_tokens, do_sample=False
+            )
+        total_ms = (time.perf_counter() - started) * 1000
+        return Run(_strip_special(ids[0].tolist(), bos, eos), total_ms)
+
+    return run
+
+
+def _strip_special(ids: list[int], bos: int, eos: int) -> tuple[int, ...]:
+    """generate's [start, ..., eos, pad...] -> the text tokens."""
+    ids = ids[1:] if ids and ids[0] == bos else ids
+    return tuple(ids[: ids.index(eos)] if eos in ids else ids)
+
+
+def onnx_runner(threads: int, bos: int, eos: int) -> Runner:
+    import onnxruntime
+
+    files = locate_moonshine_cpp_files()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    encoder, decoder = (
+        onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for path in (files.encoder, files.decoder)
+    )
+
+    def run(audio: np.ndarray, max_new_tokens: int) -> Run:
+        started = time.perf_counter()
+        hidden = encoder.run(None, {"input_values": audio[None]})[0]
+        tokens = onnx_greedy(decoder, hidden, max_new_tokens, bos, eos)
+        return Run(tokens, (time.perf_counter() - started) * 1000)
+
+    return run
+
+
+def onnx_greedy(
+    decoder: onnxruntime.InferenceSession,
+    hidden: np.ndarray,
+    max_new_tokens: int,
+    bos: int,
+    eos: int,
+) -> tuple[int, ...]:
+    """Greedy loop over the merged decoder; hidden [1, frames, 416] from the encoder.
+
+    Step one takes the no-cache branch with empty past tensors and computes the cross-attention
+    K/V; later steps take the cached branch, which returns dummy (batch 0) `present.*.encoder`
+    tensors, so the encoder K/V from step one are fed back every time.
+    """
+    past_inputs = [i for i in decoder.get_inputs() if i.name.startswith("past_key_values.")]
+    output_names = [o.name for o in decoder.get_outputs()]
+    past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in past_inputs}
+    token, tokens = bos, []
+    for step in range(max_new_tokens):
+        feeds = {
+            "input_ids": np.array([[token]], dtype=np.int64),
+            "encoder_hidden_states": hidden,
+            "use_cache_branch": np.array([step > 0]),
+            **past,
+        }
+        logits, *presents = decoder.run(output_names, feeds)
+        token = int(logits[0, -1].argmax())
+        if token == eos:
+            break
+        tokens.append(token)
+        for name, value in zip(output_names[1:], presents, strict=True):
+            if step == 0 or ".decoder." in name:
+                past[name.replace("present.", "past_key_values.")] = value
+    return tuple(tokens)
+
+
+def measure(
+    runners: dict[str, Runner], clips: list[Clip], budgets: list[int], repeats: int
+) -> dict[str, dict[str, list[Run]]]:
+    """Warm up each runner on each clip, then time them interleaved; runs[impl][clip]."""
+    for clip, budget in zip(clips, budgets, strict=True):
+        for runner in runners.values():
+            runner(clip.audio, budget)
+    runs: dict[str, dict[str, list[Run]]] = {n: {c.name: [] for c in clips} for n in runners}
+    names = list(runners)
+    for repeat in range(repeats):
+        for index, (clip, budget) in enumerate(zip(clips, budgets, strict=True)):
+            shift = (repeat + index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                runs[name][clip.name].append(runners[name](clip.audio, budget))
+    return runs
+
+
+def check_tokens(runs: dict[str, dict[str, list[Run]]], clips: list[Clip]) -> bool:
+    """Print a MISMATCH line for every clip where implementations (or repeats) disagree."""
+    ok = True
+    for clip in clips:
+        reference = runs["ours"][clip.name][0].tokens
+        for name, per_clip in runs.items():
+            for other in {r.tokens for r in per_clip[clip.name]} - {reference}:
+                ok = False
+                print(f"MISMATCH {clip.name}: ours {list(reference)} vs {name} {list(other)}")
+    return ok
+
+
+def median(values: list[float | None]) -> float:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else float("nan")
+
+
+def summarize(runs: dict[str, dict[str, list[Run]]], clip: Clip) -> dict[str, float]:
+    ours = runs["ours"][clip.name]
+    row = {f"{name}_ms": median([r.total_ms for r in per[clip.name]]) for name, per in runs.items()}
+    row |= {
+        "audio_s": clip.seconds,
+        "tokens": len(ours[0].tokens),
+        "steps": ours[0].steps,
+        "ours_enc_ms": median([r.encode_ms for r in ours]),
+        "ours_dec_ms": median([r.decode_ms for r in ours]),
+        "ms_per_token": median([r.decode_ms / r.steps for r in ours if r.steps]),
+    }
+    return row
+
+
+def print_table(rows: dict[str, dict[str, float]]) -> None:
+    print(
+        f"{'clip':<6}{'audio_s':>8}{'tokens':>7}{'steps':>6}{'ours_ms':>9}{'hf_ms':>8}"
+        f"{'ort_ms':>8}{'ours/hf':>8}{'ours/ort':>9}{'ours_enc_ms':>12}{'ours_dec_ms':>12}"
+        f"{'ms/token':>9}"
+    )
+    for name, row in rows.items():
+        hf, ort = row.get("transformers_ms", float("nan")), row.get("onnx_ms", float("nan"))
+        print(
+            f"{name:<6}{row['audio_s']:>8.3f}{row['tokens']:>7}{row['steps']:>6}"
+            f"{row['ours_ms']:>9.1f}{hf:>8.1f}{ort:>8.1f}{row['ours_ms'] / hf:>8.2f}"
+            f"{row['ours_ms'] / ort:>9.2f}{row['ours_enc_ms']:>12.1f}{row['ours_dec_ms']:>12.1f}"
+            f"{row['ms_per_token']:>9.1f}"
+        )
+
+
+def machine_info(onnx_threads: int) -> dict[str, object]:
+    model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {p: version(p) for p in ("torch", "transformers", "onnxruntime", "numpy")}
+    return {
+        "cpu": model,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "onnx_intra_op_threads": onnx_threads,
+        "python": platform.python_version(),
+        **versions,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per clip and impl")
+    parser.add_argument("--threads", type=int, default=None, help="torch and ORT intra-op threads")
+    parser.add_argument("--durations", default="1,2,4,10", help="clip lengths (seconds)")
+    parser.add_argument("--skip-onnx", action="store_true")
+    parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument(
+        "--json", nargs="?", const="-", metavar="PATH", help="also dump raw numbers (- = stdout)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    transcriber = Transcriber(DecodeConfig(threads=args.threads))
+    threads = torch.get_num_threads()
+    model_config = transcriber.model.config
+    bos, eos = model_config.decoder_start_token_id, model_config.eos_token_id
+    runners = {"ours": ours_runner(transcriber)}
+    if not args.skip_transformers:
+        runners["transformers"] = transformers_runner(transcriber.checkpoint, bos, eos)
+    if not args.skip_onnx:
+        runners["onnx"] = onnx_runner(threads, bos, eos)
+    info = machine_info(threads) | {"load_avg_at_start": round(load_before, 2)}
+    print("  ".join(f"{key}={value}" for key, value in info.items()))
+
+    sample = locate_moonshine_cpp_files().sample_wav
+    clips = make_clips(sample, [float(d) for d in args.durations.split(",")])
+    budgets = [transcriber.budget(len(clip.audio)) for clip in clips]
+    print(f"clips from {sample.name} (zero padded after the cut):")
+    for clip, budget in zip(clips, budgets, strict=True):
+        print(
+            f"  {clip.name:<5} {clip.seconds:.4f} s, cut at {clip.speech_s:.2f} s, "
+            f"max_new_tokens {budget}"
+        )
+
+    runs = measure(runners, clips, budgets, args.repeats)
+    for clip in clips:
+        ours = runs["ours"][clip.name][0]
+        print(f"  {clip.name:<5} {list(ours.tokens)} {transcriber.tokenizer.decode(ours.tokens)!r}")
+    same = check_tokens(runs, clips)
+    print(f"tokens identical across implementations and repeats: {'yes' if same else 'NO'}")
+    print(f"medians of {args.repeats} interleaved runs after one warm-up run per clip:")
+    rows = {clip.name: summarize(runs, clip) for clip in clips}
+    print_table(rows)
+    print("ms/token = ours decode_ms / decoder steps (end-of-text step included)")
+    print(f"total wall time {time.perf_counter() - started:.1f} s")
+    if load_before > BUSY_LOAD:
+        print(f"WARNING: 1-min load average was {load_before:.2f} at start: numbers are noisy")
+    if args.json:
+        dump_json(args.json, info, clips, budgets, runs, rows)
+    return 0
+
+
+def dump_json(
+    target: str,
+    info: dict[str, object],
+    clips: list[Clip],
+    budgets: list[int],
+    runs: dict[str, dict[str, list[Run]]],
+    rows: dict[str, dict[str, float]],
+) -> None:
+    payload = {
+        "machine": info,
+        "clips": [
+            {"name": c.name, "audio_s": c.seconds, "cut_s": c.speech_s, "max_new_tokens": b}
+            for c, b in zip(clips, budgets, strict=True)
+        ],
+        "medians": rows,
+        "runs": {
+            name: {clip: [asdict(r) for r in clip_runs] for clip, clip_runs in per_clip.items()}
+            for name, per_clip in runs.items()
+        },
+    }
+    text = json.dumps(payload, indent=1)
+    if target == "-":
+        print(text)
+    else:
+        Path(target).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
