@@ -227,3 +227,63 @@ def _quietest_boundary(scores: np.ndarray, low: int, high: int) -> int:
     # The middle of the quiet stretch, but close to its end when it is long (uniform silence or
     # noise), so chunks stay near max_chunk_s while the next chunk still starts with some pause.
     return low + max((first + last) // 2, last - _MAX_LEAD_HOPS)
+
+
+_REGION_HOP_SAMPLES = FRAME_SAMPLES  # 30 ms energy frames
+_REGION_FLOOR_PERCENTILE = 10  # the quietest tenth of frames estimates the noise floor
+_REGION_ABOVE_FLOOR_DB = 12.0  # speech is this far above the noise floor...
+_REGION_BELOW_PEAK_DB = 30.0  # ...or within this of the loudest frame, whichever is lower
+_REGION_MIN_DBFS = -60.0  # never call anything quieter than this speech
+_REGION_MIN_FRAMES = 3  # a loud blip shorter than 90 ms is not speech
+
+
+def speech_regions(
+    audio: np.ndarray, pad_s: float = 0.3, max_gap_s: float = 1.0
+) -> list[tuple[int, int]]:
+    """[start, end) sample ranges holding sound, padded by `pad_s`, gaps under `max_gap_s` merged.
+
+    Moonshine returns nothing for a short command buried in long silence on both sides, so
+    long-file transcription hands it each stretch of sound with a little silence around it.
+    The threshold adapts to the file: above its noise floor and not far below its loudest part.
+    """
+    hop = _REGION_HOP_SAMPLES
+    count = len(audio) // hop
+    if count == 0:
+        return []
+    frames = np.asarray(audio[: count * hop], dtype=np.float64).reshape(count, hop)
+    level_db = 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    floor_db = float(np.percentile(level_db, _REGION_FLOOR_PERCENTILE))
+    threshold = min(
+        floor_db + _REGION_ABOVE_FLOOR_DB, float(level_db.max()) - _REGION_BELOW_PEAK_DB
+    )
+    loud = level_db > max(threshold, _REGION_MIN_DBFS)
+    runs = _true_runs(loud)
+    runs = [(a, b) for a, b in runs if b - a >= _REGION_MIN_FRAMES]
+    max_gap = max(1, round(max_gap_s * SAMPLE_RATE / hop))
+    merged: list[list[int]] = []
+    for a, b in runs:
+        if merged and a - merged[-1][1] < max_gap:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    pad = round(pad_s * SAMPLE_RATE)
+    regions = [(max(0, a * hop - pad), min(len(audio), b * hop + pad)) for a, b in merged]
+    return _merge_overlaps(regions)
+
+
+def _true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) index runs where mask is True."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return list(
+        zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True)
+    )
+
+
+def _merge_overlaps(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in regions:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged

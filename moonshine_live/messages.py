@@ -17,7 +17,7 @@ class Transcript:
     encode_ms: float
     decode_ms: float
     stop_reason: str = "eos"
-    """"eos", "budget", "repetition" or "silence" (nothing to transcribe)."""
+    """"eos", "budget" or "repetition"."""
     t_start: float = 0.0
     """Start on the audio timeline (seconds since the source started)."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, is_silent, load_audio, split_at_pauses, validate_audio
+from .audio import SAMPLE_RATE, load_audio, speech_regions, split_at_pauses, validate_audio
 from .config import DecodeConfig
 from .decoding import RepetitionGuard, StepFn, decode_step, greedy_decode, token_budget
 from .errors import ConfigError
@@ -35,6 +35,8 @@ class FileTranscript:
     """A whole file: its pieces (cut at pauses when long) and their joined text."""
 
     path: str
+    duration_s: float
+    """Length of the whole file (seconds); silence between pieces is not transcribed."""
     pieces: tuple[Transcript, ...]
 
     @property
@@ -47,7 +49,7 @@ class FileTranscript:
 
     @property
     def audio_s(self) -> float:
-        return sum(p.audio_s for p in self.pieces)
+        return self.duration_s
 
     @property
     def encode_ms(self) -> float:
@@ -126,14 +128,20 @@ class Transcriber:
         self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, t_start: float = 0.0
     ) -> Transcript:
         """One utterance (float32 mono; other rates resampled) -> Transcript."""
-        return self.transcribe_batch([validate_audio(audio, sample_rate)], [t_start])[0]
+        return self.transcribe_batch([audio], [t_start], sample_rate)[0]
 
     def transcribe_batch(
-        self, utterances: list[np.ndarray], t_starts: list[float] | None = None
+        self,
+        utterances: list[np.ndarray],
+        t_starts: list[float] | None = None,
+        sample_rate: int = SAMPLE_RATE,
     ) -> list[Transcript]:
-        """Several 16 kHz float32 utterances at once; same text as one at a time."""
+        """Several utterances at once; the same text as one at a time."""
         if not utterances:
             return []
+        utterances = [
+            validate_audio(u, sample_rate, name=f"utterance {i}") for i, u in enumerate(utterances)
+        ]
         t_starts = t_starts or [0.0] * len(utterances)
         lengths = [max(len(u), MIN_SAMPLES) for u in utterances]
         batch = np.zeros((len(utterances), max(lengths)), dtype=np.float32)
@@ -168,24 +176,31 @@ class Transcriber:
     def transcribe_long(
         self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE
     ) -> list[Transcript]:
-        """Audio of any length: cut at pauses into pieces of at most `max_chunk_s`, in order."""
+        """Audio of any length, in order: each stretch of sound on its own (long silence
+        around speech makes Moonshine return nothing), stretches over `max_chunk_s` cut at
+        pauses."""
         audio = validate_audio(audio, sample_rate)
+        return [
+            self.transcribe(audio[start:end], t_start=start / SAMPLE_RATE)
+            for start, end in self.pieces_of(audio)
+        ]
+
+    def pieces_of(self, audio: np.ndarray) -> list[tuple[int, int]]:
+        """[start, end) sample ranges `transcribe_long` transcribes; silence between is skipped.
+
+        Audio that fits in one piece is only trimmed at its ends, so it decodes as one utterance.
+        """
+        regions = speech_regions(audio)
+        if regions and len(audio) <= self.config.max_chunk_s * SAMPLE_RATE:
+            regions = [(regions[0][0], regions[-1][1])]
         pieces = []
-        for start, end in split_at_pauses(audio, self.config.max_chunk_s):
-            chunk = audio[start:end]
-            if is_silent(chunk):
-                pieces.append(_silent_piece(chunk, start))
-            else:
-                pieces.append(self.transcribe(chunk, t_start=start / SAMPLE_RATE))
+        for start, end in regions:
+            for a, b in split_at_pauses(audio[start:end], self.config.max_chunk_s):
+                pieces.append((start + a, start + b))
         return pieces
 
     def transcribe_file(self, path: str | Path) -> FileTranscript:
         """Any soundfile-readable file (WAV, FLAC, OGG...), any rate, mono or not."""
-        return FileTranscript(str(path), tuple(self.transcribe_long(load_audio(path))))
-
-
-def _silent_piece(chunk: np.ndarray, start: int) -> Transcript:
-    return Transcript(
-        text="", tokens=(), avg_logprob=0.0, audio_s=len(chunk) / SAMPLE_RATE,
-        encode_ms=0.0, decode_ms=0.0, stop_reason="silence", t_start=start / SAMPLE_RATE,
-    )  # fmt: skip
+        audio = load_audio(path)
+        pieces = tuple(self.transcribe_long(audio))
+        return FileTranscript(str(path), len(audio) / SAMPLE_RATE, pieces)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import re
 import signal
@@ -269,10 +270,10 @@ def test_transcribe_rejects_bad_audio(transcriber, audio, message) -> None:
     [
         np.zeros(0, dtype=np.float32),
         np.r_[np.zeros(8000), np.nan, np.zeros(8000)].astype(np.float32),
-        np.zeros((16000, 2), dtype=np.float32),
-        np.full(16000, 1000, dtype=np.int16),
+        np.zeros((16000, 64), dtype=np.float32),
+        np.full(16000, 1000, dtype=np.int32),
     ],
-    ids=["empty", "nan", "2d", "int16"],
+    ids=["empty", "nan", "64-channels", "int32"],
 )
 def test_transcribe_batch_rejects_bad_audio(transcriber, audio) -> None:
     """The batch entry point is public too; it must not turn bad input into made-up tokens."""
@@ -285,7 +286,7 @@ def assert_sane(result: Transcript, audio_s: float) -> None:
     assert result.audio_s == pytest.approx(audio_s)
     assert all(math.isfinite(v) for v in (result.avg_logprob, result.encode_ms, result.decode_ms))
     assert result.encode_ms >= 0 and result.decode_ms >= 0
-    assert result.stop_reason in ("eos", "budget", "repetition", "silence")
+    assert result.stop_reason in ("eos", "budget", "repetition")
 
 
 @pytest.mark.parametrize("samples", [1, 800, 894, 895])
@@ -323,9 +324,8 @@ def test_digital_silence_file_is_empty_text(transcriber, tmp_path, seconds) -> N
     path = tmp_path / "silence.wav"
     write_wav(path, np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32))
     result = transcriber.transcribe_file(path)
-    assert result.text == "" and result.tokens == ()
+    assert result.text == "" and result.tokens == () and result.pieces == ()
     assert result.audio_s == pytest.approx(seconds)
-    assert all(p.stop_reason == "silence" for p in result.pieces)
 
 
 def test_missing_file_is_named(transcriber: Transcriber, tmp_path: Path) -> None:
@@ -386,19 +386,20 @@ def long_transcript(transcriber, long_recording) -> tuple[FileTranscript, float]
 
 @pytest.mark.needs_tts
 @pytest.mark.slow
-def test_long_file_pieces_are_ordered_bounded_and_cover_it(
+def test_long_file_pieces_are_ordered_bounded_and_cover_the_speech(
     transcriber, long_recording, long_transcript
 ) -> None:
-    path, _ = long_recording
+    path, spans = long_recording
     result, elapsed = long_transcript
     assert elapsed < LONG_FILE_TIME_LIMIT_S
     assert result.path == str(path)
-    samples = [round(p.audio_s * SAMPLE_RATE) for p in result.pieces]
-    starts = [round(p.t_start * SAMPLE_RATE) for p in result.pieces]
-    assert starts == [sum(samples[:i]) for i in range(len(samples))]
-    assert sum(samples) == len(load_audio(path)) == round(LONG_FILE_S * SAMPLE_RATE)
+    assert result.audio_s == pytest.approx(LONG_FILE_S, abs=0.01)
+    bounds = [(p.t_start, p.t_end) for p in result.pieces]
+    assert all(a < b <= c for (a, b), (c, _) in itertools.pairwise(bounds)), bounds
     assert max(p.audio_s for p in result.pieces) <= transcriber.config.max_chunk_s
-    assert len(result.pieces) >= LONG_FILE_S / transcriber.config.max_chunk_s
+    for start, end in spans:  # every sentence lies inside one piece, with some silence around
+        inside = [(a, b) for a, b in bounds if a <= start / SAMPLE_RATE and end / SAMPLE_RATE <= b]
+        assert inside, f"speech {start / SAMPLE_RATE:.2f}-{end / SAMPLE_RATE:.2f} s not in a piece"
 
 
 @pytest.mark.needs_tts
@@ -407,9 +408,7 @@ def test_long_file_text_has_every_sentence_in_order(long_recording, long_transcr
     result, _ = long_transcript
     text = result.text.lower()
     pieces = "\n".join(
-        f"  {p.t_start:7.2f}-{p.t_end:7.2f} s {p.stop_reason:>10} {p.text!r}"
-        for p in result.pieces
-        if p.stop_reason != "silence"
+        f"  {p.t_start:7.2f}-{p.t_end:7.2f} s {p.stop_reason:>10} {p.text!r}" for p in result.pieces
     )
     spans = [f"{s / SAMPLE_RATE:.1f}-{e / SAMPLE_RATE:.1f} s" for s, e in long_recording[1]]
     position = 0
