@@ -36,6 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(transcribe)
     transcribe.set_defaults(run=run_transcribe)
 
+    listen = commands.add_parser("listen", help="listen to the microphone (or a file) live")
+    where = listen.add_mutually_exclusive_group()
+    where.add_argument("--device", default=None, help="input device: index or part of its name")
+    where.add_argument("--file", default=None, metavar="PATH", help="read a file instead of a mic")
+    listen.add_argument("--realtime", action="store_true", help="with --file: pace like a mic")
+    listen.add_argument("--json", action="store_true", help="one JSON event per line")
+    listen.add_argument("--no-partials", action="store_true", help="only final transcripts")
+    listen.add_argument("--stats", type=float, default=0.0, metavar="S", help="stats every S s")
+    _add_model_arguments(listen)
+    listen.set_defaults(run=run_listen)
+
+    devices = commands.add_parser("devices", help="list audio input devices")
+    devices.add_argument("--json", action="store_true")
+    devices.set_defaults(run=run_devices)
+
     demo = commands.add_parser("demo", help="transcribe the bundled sample recording")
     _add_model_arguments(demo)
     demo.set_defaults(run=run_demo)
@@ -49,7 +64,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="checkpoint directory or cached Hugging Face repo id (default: embedded base-en)",
     )
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    group.add_argument(
+        "--compute-device",
+        default="auto",
+        help="where the model runs: auto, cpu, cuda, cuda:N, mps",
+    )
     group.add_argument(
         "--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16")
     )
@@ -62,7 +81,7 @@ def _decode_config(args: argparse.Namespace):  # -> DecodeConfig (imported lazil
 
     return DecodeConfig(
         model=args.model,
-        device=args.device,
+        device=args.compute_device,
         dtype=args.dtype,
         threads=args.threads,
         compile=args.compile,
@@ -96,6 +115,96 @@ def run_transcribe(args: argparse.Namespace) -> int:
         else:
             print(result.text, flush=True)
     return status
+
+
+def _device_spec(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.strip().isdigit() else value
+
+
+def run_listen(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .engine import EngineConfig
+    from .sources import CaptureConfig
+
+    if args.realtime and not args.file:
+        print("moonshine-live: error: --realtime needs --file", file=sys.stderr)
+        return EXIT_USAGE
+    config = EngineConfig(
+        capture=CaptureConfig(device=_device_spec(args.device)),
+        decode=_decode_config(args),
+        partial_interval_ms=0 if args.no_partials else 500,
+        stats_interval_s=args.stats,
+    )
+    try:
+        return asyncio.run(_listen(config, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _listen(config, args: argparse.Namespace) -> int:  # config: EngineConfig
+    from .engine import Engine
+    from .sources import FileSource
+
+    source = FileSource(args.file, realtime=args.realtime) if args.file else None
+    printer = _print_json if args.json else _print_text
+    status = EXIT_OK
+    async with Engine(config, source=source) as engine:
+        async for event in engine.events():
+            printer(event)
+            if event.type == "error" and getattr(event, "fatal", False):
+                status = EXIT_FAILED
+    return status
+
+
+def _print_json(event) -> None:
+    print(json.dumps(event.to_json()), flush=True)
+
+
+def _print_text(event) -> None:
+    kind = event.type
+    if kind == "ready":
+        print(
+            f"listening ({event.source}, model on {event.device}, ready in {event.load_ms:.0f} ms)",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif kind == "partial" and sys.stdout.isatty():
+        print(f"\r  ... {event.text[-70:]:<70}", end="", flush=True)
+    elif kind == "transcript":
+        clear = "\r" + " " * 78 + "\r" if sys.stdout.isatty() else ""
+        print(f"{clear}[{event.t_start:7.2f} - {event.t_end:7.2f}] {event.text}", flush=True)
+    elif kind == "error":
+        print(
+            f"moonshine-live: {'error' if event.fatal else 'warning'}: {event.message}",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif kind == "dropped":
+        print(
+            f"moonshine-live: dropped {event.t_start:.2f}-{event.t_end:.2f} s ({event.reason})",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif kind == "stats":
+        print(f"stats: {json.dumps(event.to_json())}", file=sys.stderr, flush=True)
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    from .sources import list_devices
+
+    devices = list_devices()
+    if args.json:
+        from dataclasses import asdict
+
+        for device in devices:
+            print(json.dumps(asdict(device)))
+    elif not devices:
+        print("no audio input devices found", file=sys.stderr)
+    else:
+        for device in devices:
+            print(device)
+    return EXIT_OK if devices else EXIT_FAILED
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,461 @@
+"""`Engine`: source -> segmenter -> warm transcriber -> (matcher) -> events and callbacks.
+
+Three asyncio tasks: capture (frames into the ring and the segmenter; never waits on the model),
+transcription (one utterance at a time in a single worker thread, finals before partials), and
+stats. Everything the engine does comes out as an `Event`, through `events()` and through callbacks
+registered with `on()`. This is the only module that knows every stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, int16_to_float32
+from .config import DecodeConfig
+from .dispatcher import Callback, DispatchConfig, Dispatcher
+from .errors import AudioDeviceError, ConfigError, MoonshineLiveError
+from .events import (
+    EVENT_TYPES,
+    Dropped,
+    ErrorEvent,
+    Event,
+    Partial,
+    Ready,
+    SpeechStart,
+    Stats,
+    Stopped,
+    TranscriptEvent,
+)
+from .ringbuffer import RingBuffer
+from .sources import ArraySource, AudioSource, CaptureConfig, MicSource
+from .vad import Segmenter, SpeechDropped, SpeechStarted, Utterance, VadConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+_SUBSCRIBER_QUEUE = 1000  # events held for a slow `events()` reader before the oldest go
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs; stages get their own part."""
+
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    partial_interval_ms: int = 500
+    """Re-decode a growing utterance this often while the worker is free (milliseconds, 0 = off)."""
+    max_pending: int = 16
+    """Finished utterances waiting for the model; past this the oldest is dropped and reported
+    (a file source read as fast as possible waits instead)."""
+    history_s: float = 35.0
+    """Recent audio kept for partials (seconds); longer than the longest utterance."""
+    stats_interval_s: float = 10.0
+    """Seconds between stats events (0 = off)."""
+    reconnect_attempts: int = 3
+    """Times a dead microphone is reopened before the engine stops."""
+    reconnect_delay_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.partial_interval_ms < 0:
+            raise ConfigError(
+                f"EngineConfig.partial_interval_ms must be >= 0, got {self.partial_interval_ms}"
+            )
+        if self.max_pending < 1:
+            raise ConfigError(f"EngineConfig.max_pending must be >= 1, got {self.max_pending}")
+        if self.history_s * 1000 < self.vad.max_utterance_ms:
+            raise ConfigError("EngineConfig.history_s must cover VadConfig.max_utterance_ms")
+        if self.stats_interval_s < 0 or self.reconnect_attempts < 0 or self.reconnect_delay_s < 0:
+            raise ConfigError("EngineConfig stats/reconnect settings must be >= 0")
+
+
+@dataclass
+class _Job:
+    """One piece of audio for the worker."""
+
+    audio: np.ndarray
+    start_sample: int
+    end_sample: int
+    final: bool
+    reason: str = "silence"
+    speech_end_sample: int = 0  # last voiced sample, for latency
+    emitted_at: float = 0.0  # monotonic time the segmenter finished it
+
+
+class Engine:
+    """Live speech to events. Use as `async with Engine(config) as engine:`."""
+
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        source: AudioSource | None = None,
+        transcriber: Any = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self._source = source
+        self._transcriber = transcriber
+        self._dispatcher = Dispatcher(self.config.dispatch, on_error=self._callback_failed)
+        self._subscribers: list[asyncio.Queue[Event | None]] = []
+        self._finals: deque[_Job] = deque()
+        self._partial: _Job | None = None
+        self._work = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="transcriber")
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._history = RingBuffer(int(self.config.history_s * SAMPLE_RATE))
+        self._segmenter = Segmenter(self.config.vad)
+        self._position = 0  # samples consumed from the source
+        self._speech_start: int | None = None
+        self._last_partial_at = 0
+        self._capture_done = asyncio.Event()
+        self._stop_reason = "end_of_stream"
+        self._stopped = asyncio.Event()
+        self._counts = {"utterances": 0, "transcribed": 0, "dropped": 0}
+        self._compute_s = 0.0
+        self._transcribed_audio_s = 0.0
+        self.ready = asyncio.Event()
+        self._ready_event: Ready | None = None
+        self.transcript_handlers: list[Callable[[TranscriptEvent], Any]] = []
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def on(self, name: str) -> Callable[[Callback], Callback]:
+        """Decorator: call the function with every event of type `name` ("transcript", ...)."""
+
+        def register(callback: Callback) -> Callback:
+            self._dispatcher.register(name, callback)
+            return callback
+
+        return register
+
+    def on_event(self, event_type: str) -> Callable[[Callback], Callback]:
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {event_type!r}; choose from {EVENT_TYPES}")
+        return self.on(event_type)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event from now on, until the engine stops."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
+        if self._ready_event is not None:  # so `async with engine: async for e in events()` sees it
+            queue.put_nowait(self._ready_event)
+        if self._stopped.is_set():
+            queue.put_nowait(None)
+        self._subscribers.append(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._subscribers.remove(queue)
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Load and warm the model (off the loop), then start listening; `ready` is emitted."""
+        started = time.monotonic()
+        if self._transcriber is None:
+            from .transcriber import Transcriber
+
+            loop = asyncio.get_running_loop()
+            self._transcriber = await loop.run_in_executor(
+                self._executor, Transcriber, self.config.decode
+            )
+        if self._source is None:
+            self._source = MicSource(self.config.capture)
+        self._process_started = (time.monotonic(), time.process_time())
+        self._tasks = [
+            asyncio.create_task(self._capture_loop(), name="capture"),
+            asyncio.create_task(self._worker_loop(), name="transcribe"),
+        ]
+        if self.config.stats_interval_s:
+            self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
+        load_ms = (time.monotonic() - started) * 1000
+        device = str(getattr(self._transcriber, "device", "cpu"))
+        self._ready_event = Ready(
+            t=0.0, load_ms=load_ms, device=device, source=_describe(self._source)
+        )
+        self._emit(self._ready_event)
+        self.ready.set()
+
+    async def wait(self) -> None:
+        """Until the source is exhausted and every utterance is transcribed (or stop())."""
+        await self._stopped.wait()
+
+    async def stop(self, reason: str = "stopped") -> None:
+        """Stop listening, finish nothing new, close the device; idempotent."""
+        if self._stopped.is_set() and not self._tasks:
+            return
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self._dispatcher.drain(timeout_s=1.0)
+        self._finish(reason)
+        self._dispatcher.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def position_s(self) -> float:
+        return self._position / SAMPLE_RATE
+
+    # -- capture -------------------------------------------------------------------------------
+
+    async def _capture_loop(self) -> None:
+        attempts = 0
+        while True:
+            try:
+                await self._read_source()
+                break
+            except asyncio.CancelledError:
+                raise
+            except AudioDeviceError as exc:
+                self._flush_segmenter()
+                attempts += 1
+                if attempts > self.config.reconnect_attempts or not isinstance(
+                    self._source, MicSource
+                ):
+                    self._emit(ErrorEvent(message=str(exc), t=self.position_s, fatal=True))
+                    self._stop_reason = "error"
+                    break
+                self._emit(ErrorEvent(message=f"{exc}; reopening ({attempts})", t=self.position_s))
+                await asyncio.sleep(self.config.reconnect_delay_s)
+            except Exception as exc:
+                _LOGGER.exception("capture failed")
+                self._emit(
+                    ErrorEvent(message=f"capture failed: {exc}", t=self.position_s, fatal=True)
+                )
+                self._stop_reason = "error"
+                break
+        self._flush_segmenter()
+        self._capture_done.set()
+        self._work.set()
+
+    async def _read_source(self) -> None:
+        source = self._source
+        assert source is not None
+        can_wait = isinstance(source, ArraySource) and not source.realtime
+        offset: int | None = None  # maps the source's sample count onto ours (reopens restart it)
+        async with source:
+            async for frame in source:
+                if offset is None:
+                    offset = self._position - source.frame_start
+                start = offset + source.frame_start
+                self._consume(frame, start)
+                if can_wait:
+                    while len(self._finals) >= self.config.max_pending:
+                        await asyncio.sleep(0.005)
+
+    def _consume(self, frame: np.ndarray, start: int) -> None:
+        if start > self._position:  # the source skipped audio it could not keep
+            self._emit(
+                Dropped(
+                    t_start=self._position / SAMPLE_RATE,
+                    t_end=start / SAMPLE_RATE,
+                    reason="overrun",
+                )
+            )
+        self._history.write(frame) if start == self._history.total_written else self._history_jump(
+            frame, start
+        )
+        self._position = start + len(frame)
+        for event in self._segmenter.process(frame, start):
+            self._on_vad_event(event)
+        self._maybe_request_partial()
+
+    def _history_jump(self, frame: np.ndarray, start: int) -> None:
+        self._history.skip(start - self._history.total_written)
+        self._history.write(frame)
+
+    def _flush_segmenter(self) -> None:
+        for event in self._segmenter.force_end():
+            self._on_vad_event(event)
+
+    def _on_vad_event(self, event: SpeechStarted | Utterance | SpeechDropped) -> None:
+        if isinstance(event, SpeechStarted):
+            self._speech_start = event.start_sample
+            self._last_partial_at = self._position
+            self._emit(SpeechStart(t=event.start_sample / SAMPLE_RATE))
+        elif isinstance(event, Utterance):
+            self._speech_start = self._position if event.reason == "max_length" else None
+            self._partial = None
+            self._enqueue_final(event)
+        else:
+            self._speech_start = None
+            self._partial = None
+
+    def _enqueue_final(self, utterance: Utterance) -> None:
+        self._counts["utterances"] += 1
+        post_roll = self.config.vad.post_roll_ms * SAMPLE_RATE // 1000
+        speech_end = utterance.end_sample - (post_roll if utterance.reason == "silence" else 0)
+        job = _Job(
+            audio=utterance.audio,
+            start_sample=utterance.start_sample,
+            end_sample=utterance.end_sample,
+            final=True,
+            reason=utterance.reason,
+            speech_end_sample=speech_end,
+            emitted_at=time.monotonic() - (self._position - speech_end) / SAMPLE_RATE,
+        )
+        self._finals.append(job)
+        while len(self._finals) > self.config.max_pending:
+            old = self._finals.popleft()
+            self._counts["dropped"] += 1
+            self._emit(
+                Dropped(
+                    t_start=old.start_sample / SAMPLE_RATE,
+                    t_end=old.end_sample / SAMPLE_RATE,
+                    reason="queue_full",
+                )
+            )
+        self._work.set()
+
+    def _maybe_request_partial(self) -> None:
+        interval = self.config.partial_interval_ms * SAMPLE_RATE // 1000
+        if not interval or self._speech_start is None or self._finals:
+            return
+        if self._position - self._last_partial_at < interval:
+            return
+        self._last_partial_at = self._position
+        start = max(self._speech_start, self._history.oldest_index)
+        audio = int16_to_float32(self._history.read(start, self._position))
+        self._partial = _Job(
+            audio=audio, start_sample=start, end_sample=self._position, final=False
+        )
+        self._work.set()
+
+    # -- transcription -------------------------------------------------------------------------
+
+    async def _worker_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = self._next_job()
+            if job is None:
+                if self._capture_done.is_set():
+                    break
+                self._work.clear()
+                await self._work.wait()
+                continue
+            try:
+                began = time.monotonic()
+                transcript = await loop.run_in_executor(
+                    self._executor,
+                    self._transcriber.transcribe,
+                    job.audio,
+                    SAMPLE_RATE,
+                    job.start_sample / SAMPLE_RATE,
+                )
+                self._compute_s += time.monotonic() - began
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failed utterance is reported; the engine goes on
+                _LOGGER.exception("transcription failed")
+                self._emit(
+                    ErrorEvent(
+                        message=f"transcription failed: {exc}", t=job.end_sample / SAMPLE_RATE
+                    )
+                )
+                continue
+            self._deliver(job, transcript)
+        await self._dispatcher.drain()  # callbacks of the last utterance, and their errors
+        self._finish(self._stop_reason)
+
+    def _next_job(self) -> _Job | None:
+        if self._finals:
+            return self._finals.popleft()
+        job, self._partial = self._partial, None
+        return job
+
+    def _deliver(self, job: _Job, transcript: Any) -> None:
+        t_start, t_end = job.start_sample / SAMPLE_RATE, job.end_sample / SAMPLE_RATE
+        if not job.final:
+            if self._speech_start is not None:  # a partial of an utterance already over is stale
+                self._emit(Partial(text=transcript.text, t_start=t_start, t_end=t_end))
+            return
+        self._counts["transcribed"] += 1
+        self._transcribed_audio_s += t_end - t_start
+        event = TranscriptEvent(
+            text=transcript.text,
+            t_start=t_start,
+            t_end=t_end,
+            latency_ms=(time.monotonic() - job.emitted_at) * 1000,
+            tokens=tuple(transcript.tokens),
+            avg_logprob=transcript.avg_logprob,
+            reason=job.reason,
+        )
+        self._emit(event)
+        for handler in self.transcript_handlers:
+            handler(event)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        for queue in self._subscribers:
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(event)
+        if self._dispatcher.has(event.type):
+            self._dispatcher.dispatch(event.type, event)
+
+    def _callback_failed(self, message: str) -> None:
+        self._emit(ErrorEvent(message=message, t=self.position_s))
+
+    def _finish(self, reason: str) -> None:
+        if self._stopped.is_set():
+            return
+        self._emit(Stopped(t=self.position_s, reason=reason))
+        for queue in self._subscribers:
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(None)
+        self._stopped.set()
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.stats_interval_s)
+            self._emit(self.stats())
+
+    def stats(self) -> Stats:
+        """Figures since the last call (CPU) and since the start (everything else)."""
+        wall, cpu = time.monotonic(), time.process_time()
+        last_wall, last_cpu = self._process_started
+        self._process_started = (wall, cpu)
+        cpu_percent = 100.0 * (cpu - last_cpu) / max(wall - last_wall, 1e-6)
+        source = self._source
+        return Stats(
+            t=self.position_s,
+            audio_s=self.position_s,
+            utterances=self._counts["utterances"],
+            transcribed=self._counts["transcribed"],
+            dropped=self._counts["dropped"],
+            queue=len(self._finals),
+            rtf=self._compute_s / max(self._transcribed_audio_s, 1e-6),
+            cpu_percent=cpu_percent,
+            overruns=int(getattr(source, "overruns", 0)),
+        )
+
+
+def _describe(source: AudioSource | None) -> str:
+    if isinstance(source, MicSource):
+        return f"mic:{source.config.device if source.config.device is not None else 'default'}"
+    return f"file:{getattr(source, 'name', 'audio')}"
+
+
+__all__ = ["Engine", "EngineConfig", "MoonshineLiveError"]

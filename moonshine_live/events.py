@@ -1,0 +1,166 @@
+"""What the engine reports: one frozen dataclass per event type, each with a JSON form.
+
+Every event carries times on the audio timeline: seconds since the source started (for a file,
+the position in the file). The JSON field names are a contract for other tools: fields may be
+added, never renamed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all engine events; `type` names it in JSON."""
+
+    type: ClassVar[str] = "event"
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"type": self.type}
+        data.update({k: _rounded(v) for k, v in asdict(self).items()})
+        return data
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Ready(Event):
+    """The model is loaded and warm; the first utterance will run at full speed."""
+
+    type: ClassVar[str] = "ready"
+    t: float
+    load_ms: float
+    """Time from engine start to ready (milliseconds)."""
+    device: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SpeechStart(Event):
+    type: ClassVar[str] = "speech_start"
+    t: float
+    """Where the utterance's audio starts (pre-roll included)."""
+
+
+@dataclass(frozen=True)
+class Partial(Event):
+    """Text of an utterance still being spoken (re-decoded as it grows; may change)."""
+
+    type: ClassVar[str] = "partial"
+    text: str
+    t_start: float
+    t_end: float
+
+
+@dataclass(frozen=True)
+class TranscriptEvent(Event):
+    """Final text of one utterance."""
+
+    type: ClassVar[str] = "transcript"
+    text: str
+    t_start: float
+    t_end: float
+    latency_ms: float
+    """From the end of speech (last voiced frame) to this text being ready (milliseconds)."""
+    tokens: tuple[int, ...] = ()
+    avg_logprob: float = 0.0
+    reason: str = "silence"
+    """Why the utterance ended: silence, max_length, end_of_stream, gap."""
+
+
+@dataclass(frozen=True)
+class CommandEvent(Event):
+    """A transcript that matched an intent of the active grammar."""
+
+    type: ClassVar[str] = "command"
+    intent: str
+    slots: dict[str, Any]
+    text: str
+    score: float
+    t_start: float
+    t_end: float
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class RejectedEvent(Event):
+    """A transcript that matched no intent well enough; never dispatched."""
+
+    type: ClassVar[str] = "rejected"
+    text: str
+    score: float
+    best_intent: str | None
+    reason: str
+    t_start: float
+    t_end: float
+
+
+@dataclass(frozen=True)
+class Dropped(Event):
+    """Audio that was not transcribed, and why (never lost silently)."""
+
+    type: ClassVar[str] = "dropped"
+    t_start: float
+    t_end: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class ErrorEvent(Event):
+    type: ClassVar[str] = "error"
+    message: str
+    t: float
+    fatal: bool = False
+    """True when the engine stops because of it."""
+
+
+@dataclass(frozen=True)
+class Stats(Event):
+    """Periodic health figures."""
+
+    type: ClassVar[str] = "stats"
+    t: float
+    audio_s: float
+    """Audio consumed since the start (seconds)."""
+    utterances: int
+    transcribed: int
+    dropped: int
+    queue: int
+    rtf: float
+    """Transcription time / transcribed audio time (lower is faster)."""
+    cpu_percent: float
+    """Process CPU time over wall time since the last stats event, percent of one core."""
+    overruns: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stopped(Event):
+    type: ClassVar[str] = "stopped"
+    t: float
+    reason: str
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(
+    cls.type
+    for cls in (
+        Ready,
+        SpeechStart,
+        Partial,
+        TranscriptEvent,
+        CommandEvent,
+        RejectedEvent,
+        Dropped,
+        ErrorEvent,
+        Stats,
+        Stopped,
+    )
+)
