@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
+
 _LOGGER = logging.getLogger(__name__)
 
 Callback = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
@@ -34,13 +36,13 @@ class DispatchConfig:
 
     def __post_init__(self) -> None:
         if self.callback_timeout_s <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"DispatchConfig.callback_timeout_s must be > 0, got {self.callback_timeout_s}"
             )
         if self.cooldown_ms < 0:
-            raise ValueError(f"DispatchConfig.cooldown_ms must be >= 0, got {self.cooldown_ms}")
+            raise ConfigError(f"DispatchConfig.cooldown_ms must be >= 0, got {self.cooldown_ms}")
         if self.threads < 1:
-            raise ValueError(f"DispatchConfig.threads must be >= 1, got {self.threads}")
+            raise ConfigError(f"DispatchConfig.threads must be >= 1, got {self.threads}")
 
 
 class Dispatcher:
