@@ -21,16 +21,20 @@ from typing import Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, int16_to_float32
+from .commands import CommandConfig, CommandStage
 from .config import DecodeConfig
 from .dispatcher import Callback, DispatchConfig, Dispatcher
 from .errors import AudioDeviceError, ConfigError, MoonshineLiveError
 from .events import (
     EVENT_TYPES,
+    CommandEvent,
     Dropped,
     ErrorEvent,
     Event,
+    GrammarLoaded,
     Partial,
     Ready,
+    RejectedEvent,
     SpeechStart,
     Stats,
     Stopped,
@@ -53,6 +57,8 @@ class EngineConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    commands: CommandConfig = field(default_factory=CommandConfig)
+    """Grammars and actions; with no grammar the engine only transcribes."""
     partial_interval_ms: int = 500
     """Re-decode a growing utterance this often while the worker is free (milliseconds, 0 = off)."""
     max_pending: int = 16
@@ -103,6 +109,8 @@ class Engine:
         transcriber: Any = None,
     ) -> None:
         self.config = config or EngineConfig()
+        commands = self.config.commands
+        self.commands = CommandStage(commands) if commands.grammars else None
         self._source = source
         self._transcriber = transcriber
         self._dispatcher = Dispatcher(self.config.dispatch, on_error=self._callback_failed)
@@ -125,23 +133,58 @@ class Engine:
         self._transcribed_audio_s = 0.0
         self.ready = asyncio.Event()
         self._ready_event: Ready | None = None
-        self.transcript_handlers: list[Callable[[TranscriptEvent], Any]] = []
+        self._action_tasks: set[asyncio.Task[None]] = set()
 
     # -- public API ----------------------------------------------------------------------------
 
     def on(self, name: str) -> Callable[[Callback], Callback]:
-        """Decorator: call the function with every event of type `name` ("transcript", ...)."""
-
-        def register(callback: Callback) -> Callback:
-            self._dispatcher.register(name, callback)
-            return callback
-
-        return register
+        """Decorator: call the function for every event of type `name` ("transcript",
+        "command", ... see EVENT_TYPES), or else for every command of the intent `name`
+        (it receives the `CommandEvent`: intent, typed slots, text, score, times)."""
+        key = name if name in EVENT_TYPES else f"intent:{name}"
+        if key != name and self.commands and name not in self.commands.grammar.intents:
+            _LOGGER.warning("on(%r): no such intent in the grammar (yet)", name)
+        return self._register(key)
 
     def on_event(self, event_type: str) -> Callable[[Callback], Callback]:
         if event_type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event_type!r}; choose from {EVENT_TYPES}")
-        return self.on(event_type)
+        return self._register(event_type)
+
+    def on_intent(self, intent: str) -> Callable[[Callback], Callback]:
+        """Like `on()`, for an intent whose name is also an event type."""
+        return self._register(f"intent:{intent}")
+
+    def otherwise(self, callback: Callback) -> Callback:
+        """Decorator: called with the `RejectedEvent` of speech that matched no command."""
+        self._dispatcher.register("otherwise", callback)
+        return callback
+
+    def callback(self, name: str) -> Callable[[Callback], Callback]:
+        """Decorator: the Python function a grammar's `call = "name"` action runs."""
+        return self._register(f"call:{name}")
+
+    def _register(self, key: str) -> Callable[[Callback], Callback]:
+        def register(callback: Callback) -> Callback:
+            self._dispatcher.register(key, callback)
+            return callback
+
+        return register
+
+    @property
+    def mode(self) -> str:
+        return self.commands.mode if self.commands else ""
+
+    def set_mode(self, mode: str) -> None:
+        if self.commands is None:
+            raise ConfigError("set_mode needs a grammar (EngineConfig.commands.grammars)")
+        self.commands.mode = mode
+
+    def set_context(self, *contexts: str) -> None:
+        """The active contexts (e.g. the focused app); intents with a `context` need one."""
+        if self.commands is None:
+            raise ConfigError("set_context needs a grammar (EngineConfig.commands.grammars)")
+        self.commands.set_contexts(contexts)
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event from now on, until the engine stops."""
@@ -183,6 +226,8 @@ class Engine:
         ]
         if self.config.stats_interval_s:
             self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
+        if self.commands and self.config.commands.reload_interval_s:
+            self._tasks.append(asyncio.create_task(self._reload_loop(), name="grammar"))
         load_ms = (time.monotonic() - started) * 1000
         device = str(getattr(self._transcriber, "device", "cpu"))
         self._ready_event = Ready(
@@ -372,6 +417,8 @@ class Engine:
                 )
                 continue
             self._deliver(job, transcript)
+        if self._action_tasks:
+            await asyncio.wait(set(self._action_tasks))
         await self._dispatcher.drain()  # callbacks of the last utterance, and their errors
         self._finish(self._stop_reason)
 
@@ -399,8 +446,71 @@ class Engine:
             reason=job.reason,
         )
         self._emit(event)
-        for handler in self.transcript_handlers:
-            handler(event)
+        if self.commands is not None:
+            self._check_grammar()
+            self._handle_command(event)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _handle_command(self, transcript: TranscriptEvent) -> None:
+        assert self.commands is not None
+        result = self.commands.match(transcript)
+        if isinstance(result, RejectedEvent):
+            self._emit(result)
+            self._dispatcher.dispatch("otherwise", result)
+        elif isinstance(result, CommandEvent):
+            if self._dispatcher.cooling_down(result.intent):
+                _LOGGER.info("%s again within the cooldown; not dispatched", result.intent)
+                return
+            self._emit(result)
+            self._dispatcher.dispatch(f"intent:{result.intent}", result)
+            task = asyncio.get_running_loop().create_task(self._run_actions(result))
+            self._action_tasks.add(task)
+            task.add_done_callback(self._action_tasks.discard)
+
+    async def _run_actions(self, command: CommandEvent) -> None:
+        assert self.commands is not None
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(None, self.commands.run_actions, command)
+        for result in results:
+            name = getattr(result.action, "name", None)
+            if result.skipped and name is not None:  # a `call` action: ours to run
+                if not self._dispatcher.dispatch(f"call:{name}", command):
+                    self._emit(
+                        ErrorEvent(
+                            message=f"{command.intent}: no callback registered for call = {name!r}",
+                            t=command.t_end,
+                        )
+                    )
+            elif not result.ok:
+                self._emit(
+                    ErrorEvent(
+                        message=f"{command.intent}: action failed: {result.error}", t=command.t_end
+                    )
+                )
+
+    def _check_grammar(self) -> None:
+        assert self.commands is not None
+        reloads = self.commands.reloads
+        error = self.commands.reload_if_changed()
+        if error is not None:
+            self._emit(
+                ErrorEvent(
+                    message=f"grammar not reloaded, previous one kept: {error}", t=self.position_s
+                )
+            )
+        elif self.commands.reloads != reloads:
+            files = tuple(str(p) for p in self.commands.paths)
+            self._emit(
+                GrammarLoaded(
+                    t=self.position_s, files=files, intents=len(self.commands.grammar.intents)
+                )
+            )
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.commands.reload_interval_s)
+            self._check_grammar()
 
     # -- events --------------------------------------------------------------------------------
 

@@ -143,6 +143,16 @@ class Stats(Event):
 
 
 @dataclass(frozen=True)
+class GrammarLoaded(Event):
+    """The active grammar changed (a file was edited and reloaded without errors)."""
+
+    type: ClassVar[str] = "grammar"
+    t: float
+    files: tuple[str, ...]
+    intents: int
+
+
+@dataclass(frozen=True)
 class Stopped(Event):
     type: ClassVar[str] = "stopped"
     t: float
@@ -161,6 +171,7 @@ EVENT_TYPES: tuple[str, ...] = tuple(
         Dropped,
         ErrorEvent,
         Stats,
+        GrammarLoaded,
         Stopped,
     )
 )

@@ -1,0 +1,159 @@
+"""The command stage: transcripts -> commands through the active grammar, with hot reload.
+
+Owns the grammar files, the compiled matcher, the run-time context and mode. A grammar file that
+changes on disk is reloaded before the next utterance; a broken edit is reported and the previous
+grammar stays active. Imports neither torch nor audio code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .actions import ActionConfig, ActionResult, run_intent
+from .errors import ConfigError, GrammarError
+from .events import CommandEvent, RejectedEvent, TranscriptEvent
+from .grammar import DEFAULT_MODE, Grammar, load_grammar
+from .matcher import CommandMatch, Matcher, MatcherConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+SHIPPED_GRAMMARS = ("desktop", "home")
+
+
+@dataclass(frozen=True)
+class CommandConfig:
+    grammars: tuple[str, ...] = ()
+    """Grammar files (or names of shipped grammars: "desktop", "home"), all active at once."""
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    actions: ActionConfig = field(default_factory=ActionConfig)
+    run_actions: bool = True
+    """Run the grammar's actions (argv, keys, typing); off, commands are only reported."""
+    reload_interval_s: float = 1.0
+    """How often grammar files are checked for edits (seconds, 0 = never)."""
+    initial_mode: str = DEFAULT_MODE
+    initial_contexts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.reload_interval_s < 0:
+            raise ConfigError(
+                f"CommandConfig.reload_interval_s must be >= 0, got {self.reload_interval_s}"
+            )
+
+
+def shipped_grammar_dirs() -> list[Path]:
+    """Where shipped grammars live: the source tree, then the installed data directory."""
+    import sys
+
+    here = Path(__file__).resolve().parent
+    return [here.parent / "grammars", Path(sys.prefix) / "share" / "moonshine-live" / "grammars"]
+
+
+def resolve_grammar_path(spec: str) -> Path:
+    """A path as given, or a shipped grammar by name ("desktop" -> grammars/desktop.toml)."""
+    path = Path(spec).expanduser()
+    if path.exists() or os.sep in spec or spec.endswith(".toml"):
+        return path
+    for directory in shipped_grammar_dirs():
+        candidate = directory / f"{spec}.toml"
+        if candidate.is_file():
+            return candidate
+    raise GrammarError(
+        f"no grammar file {spec!r} and no shipped grammar of that name "
+        f"({', '.join(SHIPPED_GRAMMARS)})"
+    )
+
+
+class CommandStage:
+    """Matches final transcripts and keeps the grammar current."""
+
+    def __init__(self, config: CommandConfig) -> None:
+        self.config = config
+        self.paths = tuple(resolve_grammar_path(p) for p in config.grammars)
+        self.grammar: Grammar = load_grammar(self.paths)
+        self.matcher = Matcher(self.grammar, config.matcher)
+        self._mtimes = self._stat()
+        self.mode = config.initial_mode
+        self.contexts: frozenset[str] = frozenset(config.initial_contexts)
+        self.reloads = 0
+
+    def _stat(self) -> tuple[tuple[int, int], ...]:
+        """(mtime in ns, size) per file: an edit within one clock tick still changes the size."""
+        stats = []
+        for path in self.paths:
+            try:
+                stat = path.stat()
+                stats.append((stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                stats.append((-1, -1))
+        return tuple(stats)
+
+    def reload_if_changed(self) -> GrammarError | None:
+        """Reload when a file changed; a broken edit keeps the old grammar and returns the error."""
+        mtimes = self._stat()
+        if mtimes == self._mtimes:
+            return None
+        self._mtimes = mtimes
+        try:
+            grammar = load_grammar(self.paths)
+            matcher = Matcher(grammar, self.config.matcher)
+        except GrammarError as exc:
+            _LOGGER.error("grammar reload failed, keeping the previous grammar: %s", exc)
+            return exc
+        except OSError as exc:
+            return GrammarError(f"cannot read grammar: {exc}")
+        self.grammar, self.matcher = grammar, matcher
+        self.reloads += 1
+        _LOGGER.info("grammar reloaded: %d intents", len(grammar.intents))
+        return None
+
+    def set_contexts(self, contexts: Iterable[str]) -> None:
+        self.contexts = frozenset(contexts)
+
+    def match(self, transcript: TranscriptEvent) -> CommandEvent | RejectedEvent | None:
+        """The command a final transcript is, or why it is not; None for empty text."""
+        if not transcript.text.strip():
+            return None
+        started = time.monotonic()
+        result = self.matcher.match(transcript.text, self.contexts, self.mode)
+        latency = transcript.latency_ms + (time.monotonic() - started) * 1000
+        if isinstance(result, CommandMatch):
+            intent = self.grammar.intents[result.intent]
+            if intent.set_mode:
+                self.mode = intent.set_mode
+            return CommandEvent(
+                intent=result.intent,
+                slots=dict(result.slots),
+                text=result.text,
+                score=result.score,
+                t_start=transcript.t_start,
+                t_end=transcript.t_end,
+                latency_ms=latency,
+            )
+        return RejectedEvent(
+            text=result.text,
+            score=result.score,
+            best_intent=result.best_intent,
+            reason=result.reason,
+            t_start=transcript.t_start,
+            t_end=transcript.t_end,
+        )
+
+    def run_actions(self, command: CommandEvent) -> tuple[ActionResult, ...]:
+        """Run the intent's actions (blocking: call it off the event loop). `call` actions come
+        back skipped; the engine dispatches them to registered callbacks."""
+        if not self.config.run_actions:
+            return ()
+        match = CommandMatch(
+            intent=command.intent,
+            slots=command.slots,
+            text=command.text,
+            normalized=command.text,
+            score=command.score,
+            exact=command.score >= 1.0,
+        )
+        return run_intent(self.grammar, match, self.config.actions)
