@@ -44,8 +44,35 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--json", action="store_true", help="one JSON event per line")
     listen.add_argument("--no-partials", action="store_true", help="only final transcripts")
     listen.add_argument("--stats", type=float, default=0.0, metavar="S", help="stats every S s")
+    listen.add_argument(
+        "--grammar",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="command grammar files (or shipped names: desktop, home); adds command events",
+    )
+    listen.add_argument("--dry-run", action="store_true", help="report actions, run none")
+    listen.add_argument("--context", nargs="*", default=[], help="initial grammar contexts")
     _add_model_arguments(listen)
     listen.set_defaults(run=run_listen)
+
+    grammar = commands.add_parser("grammar", help="work with grammar files")
+    grammar_commands = grammar.add_subparsers(
+        dest="grammar_command", metavar="ACTION", required=True
+    )
+    check = grammar_commands.add_parser("check", help="check grammar files, print examples")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--examples", type=int, default=3, help="example sentences per intent")
+    check.set_defaults(run=run_grammar_check)
+
+    match = commands.add_parser("match", help="match text against grammars, print JSON")
+    match.add_argument("text", nargs="+", help="transcript text (several: one match each)")
+    match.add_argument(
+        "--grammar", action="append", required=True, metavar="FILE", help="repeat for several"
+    )
+    match.add_argument("--context", nargs="*", default=[], help="active contexts")
+    match.add_argument("--mode", default=None, help="engine mode (default: command)")
+    match.set_defaults(run=run_match)
 
     devices = commands.add_parser("devices", help="list audio input devices")
     devices.add_argument("--json", action="store_true")
@@ -130,7 +157,18 @@ def run_listen(args: argparse.Namespace) -> int:
     if args.realtime and not args.file:
         print("moonshine-live: error: --realtime needs --file", file=sys.stderr)
         return EXIT_USAGE
+    from dataclasses import replace
+
+    from .actions import ActionConfig
+    from .commands import CommandConfig
+
+    commands = CommandConfig(
+        grammars=tuple(args.grammar),
+        actions=replace(ActionConfig(), dry_run=args.dry_run),
+        initial_contexts=tuple(args.context),
+    )
     config = EngineConfig(
+        commands=commands,
         capture=CaptureConfig(device=_device_spec(args.device)),
         decode=_decode_config(args),
         partial_interval_ms=0 if args.no_partials else 500,
@@ -188,6 +226,37 @@ def _print_text(event) -> None:
         )
     elif kind == "stats":
         print(f"stats: {json.dumps(event.to_json())}", file=sys.stderr, flush=True)
+
+
+def run_grammar_check(args: argparse.Namespace) -> int:
+    """Errors with file:line:column, overlap/shadowing/unused warnings, example sentences."""
+    from .commands import resolve_grammar_path
+    from .grammar import check_grammar
+
+    try:
+        paths = [resolve_grammar_path(f) for f in args.files]
+    except MoonshineLiveError as exc:
+        print(f"moonshine-live: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    report = check_grammar(paths, examples_per_intent=args.examples)
+    print(report.render())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def run_match(args: argparse.Namespace) -> int:
+    from .commands import resolve_grammar_path
+    from .grammar import DEFAULT_MODE, load_grammar
+    from .matcher import CommandMatch, Matcher
+
+    matcher = Matcher(load_grammar([resolve_grammar_path(f) for f in args.grammar]))
+    matched_all = True
+    for text in args.text:
+        result = matcher.match(text, args.context, args.mode or DEFAULT_MODE)
+        record = {"type": "command" if isinstance(result, CommandMatch) else "rejected"}
+        record.update(result.to_dict())
+        print(json.dumps(record), flush=True)
+        matched_all &= isinstance(result, CommandMatch)
+    return EXIT_OK if matched_all else EXIT_FAILED
 
 
 def run_devices(args: argparse.Namespace) -> int:

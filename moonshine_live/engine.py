@@ -262,8 +262,11 @@ class Engine:
     # -- capture -------------------------------------------------------------------------------
 
     async def _capture_loop(self) -> None:
+        """Read the source to its end. A microphone that dies mid-stream is reopened up to
+        `reconnect_attempts` times; one that never opened (no such device) is fatal at once."""
         attempts = 0
         while True:
+            position = self._position
             try:
                 await self._read_source()
                 break
@@ -271,25 +274,24 @@ class Engine:
                 raise
             except AudioDeviceError as exc:
                 self._flush_segmenter()
-                attempts += 1
-                if attempts > self.config.reconnect_attempts or not isinstance(
-                    self._source, MicSource
-                ):
-                    self._emit(ErrorEvent(message=str(exc), t=self.position_s, fatal=True))
-                    self._stop_reason = "error"
+                attempts = 1 if self._position > position else attempts + 1
+                retry = isinstance(self._source, MicSource) and self._position > 0
+                if not retry or attempts > self.config.reconnect_attempts:
+                    self._fail(str(exc))
                     break
                 self._emit(ErrorEvent(message=f"{exc}; reopening ({attempts})", t=self.position_s))
                 await asyncio.sleep(self.config.reconnect_delay_s)
             except Exception as exc:
                 _LOGGER.exception("capture failed")
-                self._emit(
-                    ErrorEvent(message=f"capture failed: {exc}", t=self.position_s, fatal=True)
-                )
-                self._stop_reason = "error"
+                self._fail(f"capture failed: {exc}")
                 break
         self._flush_segmenter()
         self._capture_done.set()
         self._work.set()
+
+    def _fail(self, message: str) -> None:
+        self._emit(ErrorEvent(message=message, t=self.position_s, fatal=True))
+        self._stop_reason = "error"
 
     async def _read_source(self) -> None:
         source = self._source

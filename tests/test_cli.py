@@ -210,3 +210,73 @@ def test_python_dash_m_transcribes(beckett_path) -> None:
     )
     assert result.returncode == EXIT_OK, result.stderr
     assert result.stdout == BECKETT_TEXT + "\n"
+
+
+# -- grammar, match and listen -----------------------------------------------------------------
+
+GRAMMARS_DIR = Path(__file__).parent.parent / "grammars"
+
+
+@pytest.mark.parametrize("grammar", sorted(GRAMMARS_DIR.glob("*.toml")), ids=lambda p: p.name)
+def test_grammar_check_passes_on_every_shipped_grammar(grammar: Path, capsys) -> None:
+    assert main(["grammar", "check", str(grammar)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert re.search(r"^0 error\(s\), 0 warning\(s\), \d+ intent", out, re.MULTILINE), out
+
+
+def test_grammar_check_reports_file_line_column(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[intents.ok]\nsay = ["open it"]\n\n[intents.x]\nsay = ["open (the|a"]\n')
+    assert main(["grammar", "check", str(bad)]) == EXIT_FAILED
+    assert f"{bad}:5:" in capsys.readouterr().out
+
+
+def test_match_prints_json(capsys) -> None:
+    code = main(["match", "--grammar", "desktop", "--grammar", "home", "set the volume to 40%"])
+    record = json.loads(capsys.readouterr().out)
+    assert code == EXIT_OK
+    assert (record["type"], record["intent"], record["slots"]) == (
+        "command",
+        "set_volume",
+        {"level": 40},
+    )
+    assert main(["match", "--grammar", "desktop", "what a lovely day"]) == EXIT_FAILED
+    assert json.loads(capsys.readouterr().out)["type"] == "rejected"
+
+
+def test_listen_file_json_events(cli, beckett_path) -> None:
+    code, out, err = cli("listen", "--file", beckett_path, "--json", "--no-partials")
+    assert code == EXIT_OK, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[0]["type"] == "ready" and events[-1]["type"] == "stopped"
+    transcripts = [e for e in events if e["type"] == "transcript"]
+    assert len(transcripts) >= 2
+    for event in transcripts:
+        assert {"text", "t_start", "t_end", "latency_ms"} <= event.keys()
+        assert 0 <= event["t_start"] < event["t_end"] <= 10.0
+    words = " ".join(e["text"].lower() for e in transcripts)
+    assert "ever tried" in words and "fail better" in words
+
+
+@pytest.mark.needs_tts
+def test_listen_with_grammar_prints_command_events(cli, tmp_path) -> None:
+    from speech import compose, tts_wav
+
+    wav = tmp_path / "commands.wav"
+    write_wav(wav, compose([0.5, tts_wav("close the window", "flite", variant="slt"), 1.0]))
+    code, out, err = cli("listen", "--file", wav, "--grammar", "desktop", "--dry-run", "--json")
+    assert code == EXIT_OK, err
+    events = [json.loads(line) for line in out.splitlines()]
+    (command,) = [e for e in events if e["type"] == "command"]
+    contract = {"type", "intent", "slots", "text", "score", "t_start", "t_end", "latency_ms"}
+    assert contract <= command.keys()
+    assert command["intent"] == "close_window" and command["score"] > 0.7
+
+
+def test_listen_missing_device_lists_devices(cli) -> None:
+    code, out, _err = cli("listen", "--device", "no-such-microphone-xyz", "--json")
+    assert code == EXIT_FAILED
+    errors = [e for e in map(json.loads, out.splitlines()) if e["type"] == "error"]
+    assert errors and errors[-1]["fatal"]
+    assert "no-such-microphone-xyz" in errors[-1]["message"]
+    assert "device" in errors[-1]["message"].lower()
