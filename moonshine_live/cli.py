@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--json", action="store_true")
     devices.set_defaults(run=run_devices)
 
-    demo = commands.add_parser("demo", help="transcribe the bundled sample recording")
+    demo = commands.add_parser("demo", help="voice commands live (mic, else a bundled recording)")
+    demo.add_argument("--recording", action="store_true", help="use the recording, not the mic")
+    demo.add_argument("--fast", action="store_true", help="read the recording as fast as possible")
+    demo.add_argument("--run-actions", action="store_true", help="really run the actions")
     _add_model_arguments(demo)
     demo.set_defaults(run=run_demo)
     return parser
@@ -277,24 +280,84 @@ def run_devices(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """The quick-start job: load (building on first use) the embedded model, transcribe a sample."""
-    import time
+    """The quick-start job: voice commands from the microphone when there is one, otherwise
+    from a bundled recording of spoken commands; prints each command as it is dispatched."""
+    import asyncio
+    from dataclasses import replace
 
-    from .ort_weights import locate_moonshine_cpp_files
-    from .transcriber import Transcriber
+    from .actions import ActionConfig
+    from .commands import CommandConfig
+    from .engine import EngineConfig
 
-    sample = locate_moonshine_cpp_files().sample_wav
-    started = time.perf_counter()
-    transcriber = Transcriber(_decode_config(args))
-    ready_s = time.perf_counter() - started
-    result = transcriber.transcribe_file(sample)
-    print(f"model ready in {ready_s:.1f} s ({transcriber.device}, {transcriber.dtype})")
-    print(
-        f"{sample.name} ({result.audio_s:.1f} s audio, encode {result.encode_ms:.0f} ms, "
-        f"decode {result.decode_ms:.0f} ms):"
+    config = EngineConfig(
+        decode=_decode_config(args),
+        partial_interval_ms=0,
+        stats_interval_s=0,
+        commands=CommandConfig(
+            grammars=("desktop", "home"),
+            actions=replace(ActionConfig(), dry_run=not args.run_actions),
+        ),
     )
-    print(result.text)
+    try:
+        return asyncio.run(_demo(config, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _has_microphone() -> bool:
+    try:
+        from .sources import list_devices
+
+        return bool(list_devices())
+    except Exception:  # no PortAudio, no server: the recording will do
+        return False
+
+
+async def _demo(config, args: argparse.Namespace) -> int:  # config: EngineConfig
+    from importlib.resources import files
+
+    from .engine import Engine
+    from .sources import FileSource
+
+    use_mic = not args.recording and _has_microphone()
+    source = None
+    if not use_mic:
+        recording = files("moonshine_live") / "assets" / DEMO_RECORDING
+        source = FileSource(str(recording), realtime=not args.fast)
+    print("moonshine-live demo: loading the model (the first run converts it, once)...", flush=True)
+    async with Engine(config, source=source) as engine:
+        async for event in engine.events():
+            _print_demo_event(event, use_mic, args.run_actions, show_latency=not args.fast)
     return EXIT_OK
+
+
+DEMO_RECORDING = "commands.flac"  # 36 s of TTS commands (flite and espeak-ng voices)
+
+
+def _print_demo_event(event, use_mic: bool, run_actions: bool, show_latency: bool) -> None:
+    kind = event.type
+    if kind == "ready":
+        where = "the microphone: say a command" if use_mic else "a recording of spoken commands"
+        actions = (
+            "actions run" if run_actions else "actions are only shown (--run-actions runs them)"
+        )
+        print(f"ready in {event.load_ms / 1000:.1f} s; listening to {where}; {actions}", flush=True)
+        print("grammars: desktop (apps, windows, volume, media...) and home (lights, timers...)")
+    elif kind == "command":
+        slots = ", ".join(f"{k}={v!r}" for k, v in event.slots.items())
+        latency = f", {event.latency_ms:.0f} ms after speech" if show_latency else ""
+        print(
+            f"[{event.t_start:6.2f}s] -> {event.intent}({slots})   heard {event.text!r}{latency}",
+            flush=True,
+        )
+    elif kind == "rejected":
+        print(
+            f"[{event.t_start:6.2f}s]    not a command: {event.text!r} ({event.reason})", flush=True
+        )
+    elif kind == "error":
+        print(
+            f"moonshine-live: {'error' if event.fatal else 'warning'}: {event.message}", flush=True
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -474,6 +474,8 @@ class Engine:
         assert self.commands is not None
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(None, self.commands.run_actions, command)
+        if self.config.commands.actions.dry_run:
+            return  # nothing ran, so nothing to call or report
         for result in results:
             name = getattr(result.action, "name", None)
             if result.skipped and name is not None:  # a `call` action: ours to run
