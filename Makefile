@@ -28,9 +28,9 @@ demo: install
 	$(PYTHON) -m moonshine_live demo
 
 test: install-test
-	$(PYTHON) -m ruff check moonshine_live tests benchmarks
+	$(PYTHON) -m ruff check moonshine_live tests benchmarks demos
 	$(PYTHON) -m pytest -q
 
 lint:
-	$(PYTHON) -m ruff check moonshine_live tests benchmarks
-	$(PYTHON) -m ruff format --check moonshine_live tests benchmarks
+	$(PYTHON) -m ruff check moonshine_live tests benchmarks demos
+	$(PYTHON) -m ruff format --check moonshine_live tests benchmarks demos
