@@ -7,16 +7,18 @@ grammar stays active. Imports neither torch nor audio code.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .actions import ActionConfig, ActionResult, run_intent
+from .bus import EventBus
 from .errors import ConfigError, GrammarError
-from .events import CommandEvent, RejectedEvent, TranscriptEvent
+from .events import CommandEvent, ErrorEvent, GrammarLoaded, RejectedEvent, TranscriptEvent
 from .grammar import DEFAULT_MODE, Grammar, load_grammar
 from .matcher import CommandMatch, Matcher, MatcherConfig
 
@@ -80,6 +82,12 @@ class CommandStage:
         self.mode = config.initial_mode
         self.contexts: frozenset[str] = frozenset(config.initial_contexts)
         self.reloads = 0
+        self._bus: EventBus | None = None
+        self._action_tasks: set[asyncio.Task[None]] = set()
+
+    def attach(self, bus: EventBus) -> None:
+        """Where commands, rejections and grammar errors go, and whose callbacks run."""
+        self._bus = bus
 
     def _stat(self) -> tuple[tuple[int, int], ...]:
         """(mtime in ns, size) per file: an edit within one clock tick still changes the size."""
@@ -157,3 +165,63 @@ class CommandStage:
             exact=command.score >= 1.0,
         )
         return run_intent(self.grammar, match, self.config.actions)
+
+    # -- running inside the engine (needs `attach` and a running event loop) -------------------
+
+    def handle(self, transcript: TranscriptEvent) -> None:
+        """Match a final transcript; emit and dispatch the command (or the rejection)."""
+        assert self._bus is not None, "attach() first"
+        bus, dispatcher = self._bus, self._bus.dispatcher
+        result = self.match(transcript)
+        if isinstance(result, RejectedEvent):
+            bus.emit(result)
+            dispatcher.dispatch("otherwise", result)
+        elif isinstance(result, CommandEvent):
+            if dispatcher.cooling_down(result.intent):
+                _LOGGER.info("%s again within the cooldown; not dispatched", result.intent)
+                return
+            bus.emit(result)
+            dispatcher.dispatch(f"intent:{result.intent}", result)
+            task = asyncio.get_running_loop().create_task(self._act(result))
+            self._action_tasks.add(task)
+            task.add_done_callback(self._action_tasks.discard)
+
+    async def _act(self, command: CommandEvent) -> None:
+        """Run the intent's actions off the loop; `call` actions go to registered callbacks."""
+        assert self._bus is not None
+        results = await asyncio.get_running_loop().run_in_executor(None, self.run_actions, command)
+        if self.config.actions.dry_run:
+            return  # nothing ran, so nothing to call or report
+        for result in results:
+            name = getattr(result.action, "name", None)
+            if result.skipped and name is not None:
+                if not self._bus.dispatcher.dispatch(f"call:{name}", command):
+                    problem = f"no callback registered for call = {name!r}"
+                    self._bus.emit(
+                        ErrorEvent(message=f"{command.intent}: {problem}", t=command.t_end)
+                    )
+            elif not result.ok:
+                problem = f"action failed: {result.error}"
+                self._bus.emit(ErrorEvent(message=f"{command.intent}: {problem}", t=command.t_end))
+
+    async def wait_actions(self) -> None:
+        if self._action_tasks:
+            await asyncio.wait(set(self._action_tasks))
+
+    def check_grammar(self, t: float) -> None:
+        """Reload edited grammar files now; report the outcome as an event."""
+        assert self._bus is not None
+        reloads = self.reloads
+        error = self.reload_if_changed()
+        if error is not None:
+            message = f"grammar not reloaded, previous one kept: {error}"
+            self._bus.emit(ErrorEvent(message=message, t=t))
+        elif self.reloads != reloads:
+            files = tuple(str(p) for p in self.paths)
+            self._bus.emit(GrammarLoaded(t=t, files=files, intents=len(self.grammar.intents)))
+
+    async def reload_loop(self, position: Callable[[], float]) -> None:
+        """Pick up edits between utterances too, so a broken edit is reported at once."""
+        while True:
+            await asyncio.sleep(self.config.reload_interval_s)
+            self.check_grammar(position())

@@ -21,20 +21,18 @@ from typing import Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, int16_to_float32
+from .bus import EventBus
 from .commands import CommandConfig, CommandStage
 from .config import DecodeConfig
 from .dispatcher import Callback, DispatchConfig, Dispatcher
 from .errors import AudioDeviceError, ConfigError, MoonshineLiveError
 from .events import (
     EVENT_TYPES,
-    CommandEvent,
     Dropped,
     ErrorEvent,
     Event,
-    GrammarLoaded,
     Partial,
     Ready,
-    RejectedEvent,
     SpeechStart,
     Stats,
     Stopped,
@@ -45,8 +43,6 @@ from .sources import ArraySource, AudioSource, CaptureConfig, MicSource
 from .vad import Segmenter, SpeechDropped, SpeechStarted, Utterance, VadConfig
 
 _LOGGER = logging.getLogger(__name__)
-
-_SUBSCRIBER_QUEUE = 1000  # events held for a slow `events()` reader before the oldest go
 
 
 @dataclass(frozen=True)
@@ -114,7 +110,9 @@ class Engine:
         self._source = source
         self._transcriber = transcriber
         self._dispatcher = Dispatcher(self.config.dispatch, on_error=self._callback_failed)
-        self._subscribers: list[asyncio.Queue[Event | None]] = []
+        self._bus = EventBus(self._dispatcher)
+        if self.commands is not None:
+            self.commands.attach(self._bus)
         self._finals: deque[_Job] = deque()
         self._partial: _Job | None = None
         self._work = asyncio.Event()
@@ -132,8 +130,6 @@ class Engine:
         self._compute_s = 0.0
         self._transcribed_audio_s = 0.0
         self.ready = asyncio.Event()
-        self._ready_event: Ready | None = None
-        self._action_tasks: set[asyncio.Task[None]] = set()
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -186,19 +182,9 @@ class Engine:
             raise ConfigError("set_context needs a grammar (EngineConfig.commands.grammars)")
         self.commands.set_contexts(contexts)
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event from now on, until the engine stops."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
-        if self._ready_event is not None:  # so `async with engine: async for e in events()` sees it
-            queue.put_nowait(self._ready_event)
-        if self._stopped.is_set():
-            queue.put_nowait(None)
-        self._subscribers.append(queue)
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._subscribers.remove(queue)
+    def events(self) -> AsyncIterator[Event]:
+        """Every event from now on (and `ready`, if it already happened), until the engine stops."""
+        return self._bus.subscribe()
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -227,13 +213,12 @@ class Engine:
         if self.config.stats_interval_s:
             self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
         if self.commands and self.config.commands.reload_interval_s:
-            self._tasks.append(asyncio.create_task(self._reload_loop(), name="grammar"))
+            reload = self.commands.reload_loop(lambda: self.position_s)
+            self._tasks.append(asyncio.create_task(reload, name="grammar"))
         load_ms = (time.monotonic() - started) * 1000
         device = str(getattr(self._transcriber, "device", "cpu"))
-        self._ready_event = Ready(
-            t=0.0, load_ms=load_ms, device=device, source=_describe(self._source)
-        )
-        self._emit(self._ready_event)
+        ready = Ready(t=0.0, load_ms=load_ms, device=device, source=_describe(self._source))
+        self._bus.emit(ready, sticky=True)
         self.ready.set()
 
     async def wait(self) -> None:
@@ -419,8 +404,8 @@ class Engine:
                 )
                 continue
             self._deliver(job, transcript)
-        if self._action_tasks:
-            await asyncio.wait(set(self._action_tasks))
+        if self.commands is not None:
+            await self.commands.wait_actions()
         await self._dispatcher.drain()  # callbacks of the last utterance, and their errors
         self._finish(self._stop_reason)
 
@@ -449,83 +434,13 @@ class Engine:
         )
         self._emit(event)
         if self.commands is not None:
-            self._check_grammar()
-            self._handle_command(event)
-
-    # -- commands ------------------------------------------------------------------------------
-
-    def _handle_command(self, transcript: TranscriptEvent) -> None:
-        assert self.commands is not None
-        result = self.commands.match(transcript)
-        if isinstance(result, RejectedEvent):
-            self._emit(result)
-            self._dispatcher.dispatch("otherwise", result)
-        elif isinstance(result, CommandEvent):
-            if self._dispatcher.cooling_down(result.intent):
-                _LOGGER.info("%s again within the cooldown; not dispatched", result.intent)
-                return
-            self._emit(result)
-            self._dispatcher.dispatch(f"intent:{result.intent}", result)
-            task = asyncio.get_running_loop().create_task(self._run_actions(result))
-            self._action_tasks.add(task)
-            task.add_done_callback(self._action_tasks.discard)
-
-    async def _run_actions(self, command: CommandEvent) -> None:
-        assert self.commands is not None
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(None, self.commands.run_actions, command)
-        if self.config.commands.actions.dry_run:
-            return  # nothing ran, so nothing to call or report
-        for result in results:
-            name = getattr(result.action, "name", None)
-            if result.skipped and name is not None:  # a `call` action: ours to run
-                if not self._dispatcher.dispatch(f"call:{name}", command):
-                    self._emit(
-                        ErrorEvent(
-                            message=f"{command.intent}: no callback registered for call = {name!r}",
-                            t=command.t_end,
-                        )
-                    )
-            elif not result.ok:
-                self._emit(
-                    ErrorEvent(
-                        message=f"{command.intent}: action failed: {result.error}", t=command.t_end
-                    )
-                )
-
-    def _check_grammar(self) -> None:
-        assert self.commands is not None
-        reloads = self.commands.reloads
-        error = self.commands.reload_if_changed()
-        if error is not None:
-            self._emit(
-                ErrorEvent(
-                    message=f"grammar not reloaded, previous one kept: {error}", t=self.position_s
-                )
-            )
-        elif self.commands.reloads != reloads:
-            files = tuple(str(p) for p in self.commands.paths)
-            self._emit(
-                GrammarLoaded(
-                    t=self.position_s, files=files, intents=len(self.commands.grammar.intents)
-                )
-            )
-
-    async def _reload_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.commands.reload_interval_s)
-            self._check_grammar()
+            self.commands.check_grammar(self.position_s)
+            self.commands.handle(event)
 
     # -- events --------------------------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:
-        for queue in self._subscribers:
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(event)
-        if self._dispatcher.has(event.type):
-            self._dispatcher.dispatch(event.type, event)
+        self._bus.emit(event)
 
     def _callback_failed(self, message: str) -> None:
         self._emit(ErrorEvent(message=message, t=self.position_s))
@@ -534,11 +449,7 @@ class Engine:
         if self._stopped.is_set():
             return
         self._emit(Stopped(t=self.position_s, reason=reason))
-        for queue in self._subscribers:
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(None)
+        self._bus.close()
         self._stopped.set()
 
     async def _stats_loop(self) -> None:
