@@ -6,8 +6,11 @@ three produce the same tokens (a fast wrong answer is not a speed-up). The peers
 transformers' `MoonshineForConditionalGeneration` on our converted weights and onnxruntime on the
 moonshine-cpp wheel's original `.ort` files (the reference runtime, shared/notes/weights.md).
 
+Clips are prefixes of the wheel's beckett.wav cut at the quietest 100 ms in the second half of
+each target length and zero padded to it; a target of about the file's length is the whole file.
 Runs are interleaved (every repeat visits every clip, implementations in rotated order) so slow
-drift of the machine hits all three alike; the table shows medians.
+drift of the machine hits all three alike, with a short pause after each call so one runtime's
+still-spinning threads do not slow the next; the table shows medians.
 
     python benchmarks/transcribe.py [--repeats 7] [--threads N] [--durations 1,2,4,10]
                                     [--skip-onnx] [--skip-transformers] [--json [PATH]]
@@ -44,8 +47,10 @@ if TYPE_CHECKING:
 HOP_SAMPLES = SAMPLE_RATE // 100  # energy is measured per 10 ms hop...
 PAUSE_HOPS = 10  # ...and averaged over 100 ms, so a cut lands in a pause, not inside a word
 SEARCH_FROM = 0.5  # a short clip is cut at the quietest point in [0.5, 1.0] x its target length
-BUSY_LOAD = 0.5  # a 1-min load average above this before we start means someone else is busy
+BUSY_FRACTION = 0.1  # CPU busy this much in the second before we start: someone else is running
+SETTLE_S = 0.2  # pause after each call: ORT's spinning threads slow the next torch call ~2x
 FILE_SLACK_S = 0.1  # a target within this of the file's length (10 s vs 9.96 s) is the file
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")  # cpuinfo flags
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,7 @@ def measure(
             shift = (repeat + index) % len(names)
             for name in names[shift:] + names[:shift]:
                 runs[name][clip.name].append(runners[name](clip.audio, budget))
+                time.sleep(SETTLE_S)
     return runs
 
 
@@ -266,22 +272,37 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
 
 
 def machine_info(onnx_threads: int) -> dict[str, object]:
-    model = "unknown"
+    cpu = {}  # the first processor's "model name" and "flags" from /proc/cpuinfo
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        key, _, value = line.partition(":")
+        cpu.setdefault(key.strip(), value.strip())
+    flags = cpu.get("flags", "").split()
     versions = {p: version(p) for p in ("torch", "transformers", "onnxruntime", "numpy")}
     return {
-        "cpu": model,
+        "cpu": cpu.get("model name", "unknown"),
+        "simd": ",".join(f for f in SIMD_FLAGS if f in flags) or "none",
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "onnx_intra_op_threads": onnx_threads,
         "python": platform.python_version(),
         **versions,
     }
+
+
+def cpu_busy_fraction(seconds: float = 1.0) -> float:
+    """Share of all CPUs not idle over `seconds` (from /proc/stat; 0.0 where there is none)."""
+
+    def idle_and_total() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user..steal
+
+    if not Path("/proc/stat").is_file():
+        return 0.0
+    idle_start, total_start = idle_and_total()
+    time.sleep(seconds)
+    idle_end, total_end = idle_and_total()
+    return 1.0 - (idle_end - idle_start) / max(total_end - total_start, 1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -294,34 +315,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", nargs="?", const="-", metavar="PATH", help="also dump raw numbers (- = stdout)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    load_before = os.getloadavg()[0]
-    transcriber = Transcriber(DecodeConfig(threads=args.threads))
-    threads = torch.get_num_threads()
-    model_config = transcriber.model.config
-    bos, eos = model_config.decoder_start_token_id, model_config.eos_token_id
+def build_runners(args: argparse.Namespace, transcriber: Transcriber) -> dict[str, Runner]:
+    """Ours always; the peers unless skipped, with ORT on as many threads as torch."""
+    config = transcriber.model.config
+    bos, eos = config.decoder_start_token_id, config.eos_token_id
     runners = {"ours": ours_runner(transcriber)}
     if not args.skip_transformers:
         runners["transformers"] = transformers_runner(transcriber.checkpoint, bos, eos)
     if not args.skip_onnx:
-        runners["onnx"] = onnx_runner(threads, bos, eos)
-    info = machine_info(threads) | {"load_avg_at_start": round(load_before, 2)}
-    print("  ".join(f"{key}={value}" for key, value in info.items()))
+        runners["onnx"] = onnx_runner(torch.get_num_threads(), bos, eos)
+    return runners
 
-    sample = locate_moonshine_cpp_files().sample_wav
-    clips = make_clips(sample, [float(d) for d in args.durations.split(",")])
-    budgets = [transcriber.budget(len(clip.audio)) for clip in clips]
-    print(f"clips from {sample.name} (zero padded after the cut):")
+
+def print_clips(clips: list[Clip], budgets: list[int], source: Path) -> None:
+    print(f"clips from {source.name} (zero padded after the cut):")
     for clip, budget in zip(clips, budgets, strict=True):
         print(
             f"  {clip.name:<5} {clip.seconds:.4f} s, cut at {clip.speech_s:.2f} s, "
             f"max_new_tokens {budget}"
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    busy_before = cpu_busy_fraction()
+    transcriber = Transcriber(DecodeConfig(threads=args.threads))
+    runners = build_runners(args, transcriber)
+    info = machine_info(torch.get_num_threads()) | {"cpu_busy_at_start": round(busy_before, 2)}
+    print("  ".join(f"{key}={value}" for key, value in info.items()))
+
+    sample = locate_moonshine_cpp_files().sample_wav
+    clips = make_clips(sample, [float(d) for d in args.durations.split(",")])
+    budgets = [transcriber.budget(len(clip.audio)) for clip in clips]
+    print_clips(clips, budgets, sample)
 
     runs = measure(runners, clips, budgets, args.repeats)
     for clip in clips:
@@ -334,8 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     print("ms/token = ours decode_ms / decoder steps (end-of-text step included)")
     print(f"total wall time {time.perf_counter() - started:.1f} s")
-    if load_before > BUSY_LOAD:
-        print(f"WARNING: 1-min load average was {load_before:.2f} at start: numbers are noisy")
+    busy_after = info["cpu_busy_at_end"] = round(cpu_busy_fraction(), 2)
+    if max(busy_before, busy_after) > BUSY_FRACTION:
+        print(
+            f"WARNING: other processes kept the CPU {busy_before:.0%} busy before the run and "
+            f"{busy_after:.0%} after it: numbers are noisy"
+        )
     if args.json:
         dump_json(args.json, info, clips, budgets, runs, rows)
     return 0
