@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 
 from .dispatcher import Dispatcher
@@ -21,11 +22,16 @@ class EventBus:
         self.dispatcher = dispatcher
         self._queues: list[asyncio.Queue[Event | None]] = []
         self._sticky: Event | None = None  # `ready`: replayed to late subscribers
+        # Until someone subscribes, events are kept for them: a source that fails at once
+        # must not have its error lost before `async for event in engine.events()` starts.
+        self._backlog: deque[Event] | None = deque(maxlen=SUBSCRIBER_QUEUE)
         self.closed = False
 
     def emit(self, event: Event, sticky: bool = False) -> None:
         if sticky:
             self._sticky = event
+        if self._backlog is not None:
+            self._backlog.append(event)
         for queue in self._queues:
             _put(queue, event)
         if self.dispatcher.has(event.type):
@@ -34,7 +40,11 @@ class EventBus:
     async def subscribe(self) -> AsyncIterator[Event]:
         """Events from now on (plus the sticky one), until `close()`."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
-        if self._sticky is not None:
+        if self._backlog is not None:
+            for event in self._backlog:
+                queue.put_nowait(event)
+            self._backlog = None
+        elif self._sticky is not None:
             queue.put_nowait(self._sticky)
         if self.closed:
             queue.put_nowait(None)

@@ -45,3 +45,7 @@ def require_module(name: str) -> None:
 def generated_dir() -> Path:
     GENERATED_DIR.mkdir(exist_ok=True)
     return GENERATED_DIR
+
+
+# The PulseAudio null-sink microphone fixture (audio_server imports the helpers above).
+from audio_server import virtual_mic  # noqa: E402, F401
