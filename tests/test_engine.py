@@ -33,13 +33,6 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def transcriber():
-    from moonshine_live.transcriber import Transcriber
-
-    return Transcriber()
-
-
-@pytest.fixture(scope="module")
 def clips() -> list[Path]:
     return [tts_wav(text, engine, variant=voice) for text, engine, voice, _ in SENTENCES]
 

@@ -21,13 +21,6 @@ pytestmark = [pytest.mark.needs_audio_device, pytest.mark.needs_weights, pytest.
 TIMEOUT = 60.0
 
 
-@pytest.fixture(scope="module")
-def transcriber():
-    from moonshine_live.transcriber import Transcriber
-
-    return Transcriber()
-
-
 def mic_config(**changes) -> EngineConfig:
     capture = CaptureConfig(device=changes.pop("device", "pulse"))
     return EngineConfig(capture=capture, stats_interval_s=0, partial_interval_ms=0, **changes)

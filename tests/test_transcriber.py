@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import require, require_module
+from conftest import require_module
 from hypothesis import given
 from hypothesis import strategies as st
 from speech import command_clips, compose, composed_spans, tts_wav
 
 from moonshine_live.audio import SAMPLE_RATE, load_audio, write_wav
 from moonshine_live.decoding import RepetitionGuard, token_budget
-from moonshine_live.errors import AudioFormatError, WeightsError
+from moonshine_live.errors import AudioFormatError
 from moonshine_live.messages import Transcript
 from moonshine_live.transcriber import FileTranscript, Transcriber
 
@@ -62,22 +62,6 @@ LONG_SENTENCES = (
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def transcriber() -> Transcriber:
-    return Transcriber()
-
-
-@pytest.fixture(scope="session")
-def beckett_path() -> Path:
-    from moonshine_live.ort_weights import locate_moonshine_cpp_files
-
-    try:
-        return locate_moonshine_cpp_files().sample_wav
-    except WeightsError as exc:
-        require("moonshine-cpp", False, str(exc))
-        raise
 
 
 @pytest.fixture(scope="session")
