@@ -32,8 +32,8 @@ def percentile(values: list[float], q: float) -> float:
 
 async def replay(
     audio: np.ndarray, transcriber: Transcriber, realtime: bool, grammars: tuple[str, ...]
-) -> tuple[list[Event], float, float]:
-    """All events of one run, with its wall time and process CPU time (seconds)."""
+) -> tuple[list[Event], float, float, float]:
+    """All events of one run, its wall time and process CPU time (seconds), and its RTF."""
     commands = CommandConfig(grammars=grammars, actions=ActionConfig(dry_run=True))
     config = EngineConfig(stats_interval_s=0, commands=commands)
     engine = Engine(config, source=ArraySource(audio, realtime=realtime), transcriber=transcriber)
@@ -42,7 +42,8 @@ async def replay(
     async with engine:
         async for event in engine.events():
             events.append(event)
-    return events, time.monotonic() - wall, time.process_time() - cpu
+    rtf = engine.stats().rtf
+    return events, time.monotonic() - wall, time.process_time() - cpu, rtf
 
 
 def report(events: list[Event], wall_s: float, cpu_s: float, audio_s: float) -> None:
@@ -76,10 +77,11 @@ async def main(args: argparse.Namespace) -> None:
     grammars = () if args.no_grammar else ("desktop", "home")
     print(f"replaying {len(speech) / SAMPLE_RATE:.0f} s of {source} "
           f"({'as fast as possible' if args.fast else 'in real time'})")  # fmt: skip
-    events, wall, cpu = await replay(speech, transcriber, not args.fast, grammars)
+    events, wall, cpu, rtf = await replay(speech, transcriber, not args.fast, grammars)
     report(events, wall, cpu, len(speech) / SAMPLE_RATE)
+    print(f"real-time factor (transcription time / audio time): {rtf:.3f}")
     print(f"\nsilence: {args.silence_s:.0f} s of low noise in real time")
-    events, wall, cpu = await replay(silence, transcriber, True, grammars)
+    events, wall, cpu, _ = await replay(silence, transcriber, True, grammars)
     print(f"CPU while silent: {100 * cpu / wall:.1f}% of one core "
           f"({len([e for e in events if e.type == 'transcript'])} transcripts)")  # fmt: skip
 

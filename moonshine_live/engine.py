@@ -128,7 +128,6 @@ class Engine:
         self._stopped = asyncio.Event()
         self._counts = {"utterances": 0, "transcribed": 0, "dropped": 0}
         self._compute_s = 0.0
-        self._transcribed_audio_s = 0.0
         self.ready = asyncio.Event()
 
     # -- public API ----------------------------------------------------------------------------
@@ -422,7 +421,6 @@ class Engine:
                 self._emit(Partial(text=transcript.text, t_start=t_start, t_end=t_end))
             return
         self._counts["transcribed"] += 1
-        self._transcribed_audio_s += t_end - t_start
         event = TranscriptEvent(
             text=transcript.text,
             t_start=t_start,
@@ -471,7 +469,7 @@ class Engine:
             transcribed=self._counts["transcribed"],
             dropped=self._counts["dropped"],
             queue=len(self._finals),
-            rtf=self._compute_s / max(self._transcribed_audio_s, 1e-6),
+            rtf=self._compute_s / max(self.position_s, 1e-6),
             cpu_percent=cpu_percent,
             overruns=int(getattr(source, "overruns", 0)),
         )

@@ -135,7 +135,7 @@ class Stats(Event):
     dropped: int
     queue: int
     rtf: float
-    """Transcription time / transcribed audio time (lower is faster)."""
+    """Transcription time (finals and partials) / audio consumed (lower is faster)."""
     cpu_percent: float
     """Process CPU time over wall time since the last stats event, percent of one core."""
     overruns: int

@@ -86,3 +86,30 @@ async def test_missing_device_error_lists_the_devices(virtual_mic, transcriber) 
         await asyncio.wait_for(collect(engine, events), TIMEOUT)
     (error,) = [e for e in events if e.type == "error"]
     assert error.fatal and "no-such-device-xyz" in error.message and "pulse" in error.message
+
+
+def test_ctrl_c_stops_listen_within_a_second(virtual_mic) -> None:
+    """`moonshine-live listen` on the microphone: SIGINT closes the stream and exits quickly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moonshine_live", "listen", "--device", "pulse", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # `ready`: the model is warm and the mic is open
+        assert '"type": "ready"' in first, first + process.stderr.read()
+        time.sleep(1.0)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=10)
+        elapsed = time.monotonic() - sent
+    finally:
+        process.kill()
+    assert code == 130
+    assert elapsed < 1.5, f"took {elapsed:.2f} s to stop"
