@@ -49,7 +49,7 @@ async def follow_focus(engine: Engine) -> None:
 
 
 async def main(dry_run: bool, device: str | None) -> None:
-    from moonshine_live.sources import CaptureConfig
+    from moonshine_live.mic import CaptureConfig
 
     config = EngineConfig(
         capture=CaptureConfig(device=device),

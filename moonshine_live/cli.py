@@ -155,7 +155,7 @@ def run_listen(args: argparse.Namespace) -> int:
     import asyncio
 
     from .engine import EngineConfig
-    from .sources import CaptureConfig
+    from .mic import CaptureConfig
 
     if args.realtime and not args.file:
         print("moonshine-live: error: --realtime needs --file", file=sys.stderr)
@@ -263,7 +263,7 @@ def run_match(args: argparse.Namespace) -> int:
 
 
 def run_devices(args: argparse.Namespace) -> int:
-    from .sources import list_devices
+    from .mic import list_devices
 
     devices = list_devices()
     if args.json:
@@ -306,7 +306,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _has_microphone() -> bool:
     try:
-        from .sources import list_devices
+        from .mic import list_devices
 
         return bool(list_devices())
     except Exception:  # no PortAudio, no server: the recording will do

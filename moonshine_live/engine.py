@@ -38,8 +38,9 @@ from .events import (
     Stopped,
     TranscriptEvent,
 )
+from .mic import CaptureConfig, MicSource
 from .ringbuffer import RingBuffer
-from .sources import ArraySource, AudioSource, CaptureConfig, MicSource
+from .sources import ArraySource, AudioSource
 from .vad import Segmenter, SpeechDropped, SpeechStarted, Utterance, VadConfig
 
 _LOGGER = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ LIGHT_MODULES = [
     "moonshine_live.ringbuffer",
     "moonshine_live.vad",
     "moonshine_live.sources",
+    "moonshine_live.mic",
     "moonshine_live.events",
     "moonshine_live.bus",
     "moonshine_live.dispatcher",

@@ -14,7 +14,7 @@ from moonshine_live.audio import write_wav
 from moonshine_live.commands import CommandConfig
 from moonshine_live.engine import Engine, EngineConfig
 from moonshine_live.events import Event
-from moonshine_live.sources import CaptureConfig
+from moonshine_live.mic import CaptureConfig
 
 pytestmark = [pytest.mark.needs_audio_device, pytest.mark.needs_weights, pytest.mark.needs_tts]
 

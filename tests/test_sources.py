@@ -22,7 +22,7 @@ from audio_server import VirtualMic, best_alignment
 from audio_server import virtual_mic as virtual_mic  # the fixture; `as` marks it used
 from speech import tts_wav
 
-import moonshine_live.sources as sources
+import moonshine_live.mic as mic
 from moonshine_live.audio import (
     SAMPLE_RATE,
     float32_to_int16,
@@ -31,17 +31,15 @@ from moonshine_live.audio import (
     write_wav,
 )
 from moonshine_live.errors import AudioDeviceError, AudioFormatError, ConfigError
-from moonshine_live.sources import (
-    ArraySource,
-    AudioSource,
+from moonshine_live.mic import (
     CaptureConfig,
-    FileSource,
     InputDevice,
     MicSource,
     format_devices,
     list_devices,
     resolve_device,
 )
+from moonshine_live.sources import ArraySource, AudioSource, FileSource
 
 TIMEOUT = 10.0
 """Upper bound on any single await on a source (seconds)."""
@@ -299,7 +297,7 @@ class FakeSoundDevice:
 def fake_sd(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeSoundDevice]:
     def install(**kwargs: Any) -> FakeSoundDevice:
         fake = FakeSoundDevice(**kwargs)
-        monkeypatch.setattr(sources, "_sounddevice", lambda: fake)
+        monkeypatch.setattr(mic, "_sounddevice", lambda: fake)
         return fake
 
     return install
