@@ -2,7 +2,9 @@
 
 Why: the project exists to be fast on a CPU, so every speed claim needs the two obvious peers
 measured on the same machine, the same audio and the same greedy budget, and a check that all
-three produce the same tokens (a fast wrong answer is not a speed-up). The peers are
+three produce the same tokens (a fast wrong answer is not a speed-up). Ours also runs with
+`DecodeConfig(weights="int8")` ("ours_int8", same clips, interleaved); its tokens are checked
+against ours in fp32 separately, since int8 may differ on a rare clip by design. The peers are
 transformers' `MoonshineForConditionalGeneration` on our converted weights and onnxruntime on the
 moonshine-cpp wheel's original `.ort` files (the reference runtime, shared/notes/weights.md).
 
@@ -13,7 +15,8 @@ drift of the machine hits all three alike, with a short pause after each call so
 still-spinning threads do not slow the next; the table shows medians.
 
     python benchmarks/transcribe.py [--repeats 7] [--threads N] [--durations 1,2,4,10]
-                                    [--skip-onnx] [--skip-transformers] [--json [PATH]]
+                                    [--skip-onnx] [--skip-transformers] [--skip-int8]
+                                    [--json [PATH]]
 """
 
 from __future__ import annotations
@@ -224,12 +227,16 @@ def measure(
     return runs
 
 
-def check_tokens(runs: dict[str, dict[str, list[Run]]], clips: list[Clip]) -> bool:
+def check_tokens(
+    runs: dict[str, dict[str, list[Run]]], clips: list[Clip], names: list[str] | None = None
+) -> bool:
     """Print a MISMATCH line for every clip where implementations (or repeats) disagree."""
     ok = True
     for clip in clips:
         reference = runs["ours"][clip.name][0].tokens
         for name, per_clip in runs.items():
+            if names is not None and name not in names:
+                continue
             for other in {r.tokens for r in per_clip[clip.name]} - {reference}:
                 ok = False
                 print(f"MISMATCH {clip.name}: ours {list(reference)} vs {name} {list(other)}")
@@ -252,6 +259,11 @@ def summarize(runs: dict[str, dict[str, list[Run]]], clip: Clip) -> dict[str, fl
         "ours_dec_ms": median([r.decode_ms for r in ours]),
         "ms_per_token": median([r.decode_ms / r.steps for r in ours if r.steps]),
     }
+    if "ours_int8" in runs:
+        int8 = runs["ours_int8"][clip.name]
+        row["int8_ms_per_token"] = median([r.decode_ms / r.steps for r in int8 if r.steps])
+        row["int8_enc_ms"] = median([r.encode_ms for r in int8])
+        row["int8_same_tokens"] = all(r.tokens == ours[0].tokens for r in int8)
     return row
 
 
@@ -259,15 +271,20 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
     print(
         f"{'clip':<6}{'audio_s':>8}{'tokens':>7}{'steps':>6}{'ours_ms':>9}{'hf_ms':>8}"
         f"{'ort_ms':>8}{'ours/hf':>8}{'ours/ort':>9}{'ours_enc_ms':>12}{'ours_dec_ms':>12}"
-        f"{'ms/token':>9}"
+        f"{'ms/token':>9}{'int8_ms':>9}{'int8/hf':>8}{'int8_ms/tok':>12}{'int8_same':>10}"
     )
+    nan = float("nan")
     for name, row in rows.items():
-        hf, ort = row.get("transformers_ms", float("nan")), row.get("onnx_ms", float("nan"))
+        hf, ort = row.get("transformers_ms", nan), row.get("onnx_ms", nan)
+        int8 = row.get("ours_int8_ms", nan)
+        same = "yes" if row.get("int8_same_tokens") else "NO"
+        same = same if "int8_same_tokens" in row else "-"
         print(
             f"{name:<6}{row['audio_s']:>8.3f}{row['tokens']:>7}{row['steps']:>6}"
             f"{row['ours_ms']:>9.1f}{hf:>8.1f}{ort:>8.1f}{row['ours_ms'] / hf:>8.2f}"
             f"{row['ours_ms'] / ort:>9.2f}{row['ours_enc_ms']:>12.1f}{row['ours_dec_ms']:>12.1f}"
-            f"{row['ms_per_token']:>9.1f}"
+            f"{row['ms_per_token']:>9.1f}{int8:>9.1f}{int8 / hf:>8.2f}"
+            f"{row.get('int8_ms_per_token', nan):>12.1f}{same:>10}"
         )
 
 
@@ -312,6 +329,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--durations", default="1,2,4,10", help="clip lengths (seconds)")
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--skip-int8", action="store_true", help="no ours_int8 runs")
     parser.add_argument(
         "--json", nargs="?", const="-", metavar="PATH", help="also dump raw numbers (- = stdout)"
     )
@@ -326,6 +344,9 @@ def build_runners(args: argparse.Namespace, transcriber: Transcriber) -> dict[st
     config = transcriber.model.config
     bos, eos = config.decoder_start_token_id, config.eos_token_id
     runners = {"ours": ours_runner(transcriber)}
+    if not args.skip_int8:
+        int8 = Transcriber(DecodeConfig(threads=args.threads, weights="int8"))
+        runners["ours_int8"] = ours_runner(int8)
     if not args.skip_transformers:
         runners["transformers"] = transformers_runner(transcriber.checkpoint, bos, eos)
     if not args.skip_onnx:
@@ -360,12 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     for clip in clips:
         ours = runs["ours"][clip.name][0]
         print(f"  {clip.name:<5} {list(ours.tokens)} {transcriber.tokenizer.decode(ours.tokens)!r}")
-    same = check_tokens(runs, clips)
+    peers = [name for name in runs if name != "ours_int8"]
+    same = check_tokens(runs, clips, peers)
     print(f"tokens identical across implementations and repeats: {'yes' if same else 'NO'}")
+    if "ours_int8" in runs:
+        same_int8 = check_tokens(runs, clips, ["ours_int8"])
+        print(f"ours_int8 tokens identical to ours (fp32): {'yes' if same_int8 else 'NO'}")
     print(f"medians of {args.repeats} interleaved runs after one warm-up run per clip:")
     rows = {clip.name: summarize(runs, clip) for clip in clips}
     print_table(rows)
-    print("ms/token = ours decode_ms / decoder steps (end-of-text step included)")
+    print("ms/token = ours decode_ms / decoder steps (end-of-text step included); int8_* columns")
+    print("are the same for DecodeConfig(weights='int8'); int8_same: its tokens == ours fp32")
     print(f"total wall time {time.perf_counter() - started:.1f} s")
     busy_after = info["cpu_busy_at_end"] = round(cpu_busy_fraction(), 2)
     if max(busy_before, busy_after) > BUSY_FRACTION:

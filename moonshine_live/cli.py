@@ -103,6 +103,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16")
     )
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    group.add_argument(
+        "--weights",
+        default="float",
+        choices=("float", "int8"),
+        help="int8: int8 kernels for part of the decoder (CPU, ~30%% faster per token)",
+    )
     group.add_argument("--compile", action="store_true", help="torch.compile the decode step")
 
 
@@ -115,6 +121,7 @@ def _decode_config(args: argparse.Namespace):  # -> DecodeConfig (imported lazil
         dtype=args.dtype,
         threads=args.threads,
         compile=args.compile,
+        weights=args.weights,
     )
 
 

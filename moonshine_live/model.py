@@ -390,6 +390,8 @@ class Moonshine(nn.Module):
             if config.tie_word_embeddings
             else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
+        self.head: nn.Module | None = None
+        """An output head replacing the (tied) float one, e.g. an int8 kernel; None = float."""
 
     def encode(
         self, audio: Tensor, num_samples: list[int] | None = None
@@ -433,5 +435,7 @@ class Moonshine(nn.Module):
     def decode_step(self, tokens: Tensor, input_pos: Tensor) -> Tensor:
         """tokens [B, S] at input_pos [S] -> logits [B, S, vocab] (float32)."""
         hidden = self.decoder(tokens, input_pos)
+        if self.head is not None:
+            return self.head(hidden).float()
         head = self.decoder.embed_tokens.weight if self.proj_out is None else self.proj_out.weight
         return F.linear(hidden, head).float()
