@@ -62,12 +62,18 @@ class VadConfig:
     """Voiced spans shorter than this (first to last voiced frame) are dropped (milliseconds)."""
     max_utterance_ms: int = 10_000
     """Longer speech is cut into pieces at most this long (milliseconds)."""
+    min_speech_dbfs: float = -55.0
+    """Frames quieter than this (RMS, dBFS) are silence whatever webrtcvad says: it judges
+    spectra, not level, and calls faint steady noise speech often enough to join two commands
+    separated by a pause into one utterance. Speech into a working mic is 15-30 dB louder."""
     split_search_ms: int = 1_000
     """A cut for `max_utterance_ms` goes at the quietest frame this recent (milliseconds)."""
 
     def __post_init__(self) -> None:
         if self.aggressiveness not in (0, 1, 2, 3):
             _fail("aggressiveness", "0, 1, 2 or 3", self.aggressiveness)
+        if not -120.0 <= self.min_speech_dbfs <= -10.0:
+            _fail("min_speech_dbfs", "[-120, -10]", self.min_speech_dbfs)
         if self.frame_ms not in FRAME_MS_CHOICES:
             _fail("frame_ms", "10, 20 or 30", self.frame_ms)
         if not 1 <= self.start_window_frames <= 100:
@@ -175,6 +181,8 @@ class Segmenter:
     def __init__(self, config: VadConfig | None = None, is_speech: SpeechDetector | None = None):
         self.config = config or VadConfig()
         self._is_speech = is_speech or webrtc_detector(self.config.aggressiveness)
+        # mean square (int16 units) of a frame at min_speech_dbfs: quieter frames are silence
+        self._min_energy = (32768.0 * 10 ** (self.config.min_speech_dbfs / 20)) ** 2
         cfg = self.config
         self._max_samples = SAMPLE_RATE * cfg.max_utterance_ms // 1000
         # One utterance plus two frames of slack: a cut always finds its audio still held.
@@ -215,9 +223,10 @@ class Segmenter:
         events: list[VadEvent] = []
         if start_sample is not None and start_sample != self.position:
             events += self._jump(start_sample)
-        voiced = bool(self._is_speech(frame))
         samples = frame.astype(np.float32)
-        current = _Frame(self.position, voiced, float(np.dot(samples, samples)) / len(frame))
+        energy = float(np.dot(samples, samples)) / len(frame)
+        voiced = energy >= self._min_energy and bool(self._is_speech(frame))
+        current = _Frame(self.position, voiced, energy)
         self.ring.write(frame)
         if self._utt_start is None:
             events += self._listen(current)

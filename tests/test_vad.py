@@ -416,3 +416,26 @@ def test_long_speech_is_split_in_pauses() -> None:
         assert any(
             u.start_sample <= a + onset_slack and b - end_slack <= u.end_sample for u in utterances
         )
+
+
+def test_frames_below_the_level_floor_are_silence_whatever_the_detector_says() -> None:
+    """webrtcvad judges spectra, not level: faint noise it calls voiced must not hold speech."""
+    config = VadConfig(min_speech_dbfs=-55.0)
+    segmenter = Segmenter(config, is_speech=lambda frame: True)  # a detector fooled by noise
+    n = config.frame_samples
+    rng = np.random.default_rng(0)
+    faint = (rng.normal(0, 10, n * 40)).astype(np.int16)  # about -70 dBFS
+    loud = (rng.normal(0, 3000, n * 20)).astype(np.int16)  # about -21 dBFS
+    events = []
+    for audio in (faint, loud, faint):
+        for i in range(0, len(audio), n):
+            events += segmenter.process(audio[i : i + n])
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SpeechStarted", "Utterance"], kinds
+    utterance = events[1]
+    # speech is the loud stretch only: it starts in the first faint part's pre-roll...
+    assert utterance.start_sample >= 40 * n - config.pre_roll_ms * 16
+    # ...and ends by hangover after it, not at the end of the faint noise
+    assert utterance.end_sample <= 60 * n + config.post_roll_ms * 16 + n
+    with pytest.raises(ConfigError, match="min_speech_dbfs"):
+        VadConfig(min_speech_dbfs=0.0)
