@@ -6,17 +6,14 @@ activation rounding differs from fp32; transcripts may differ on a rare clip, ne
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from conftest import require
 from speech import command_clips
 
 from moonshine_live.audio import load_audio
 from moonshine_live.config import DecodeConfig
-from moonshine_live.errors import ConfigError, WeightsError
+from moonshine_live.errors import ConfigError
 from moonshine_live.quantized import Int8Linear, affine_params
 from moonshine_live.transcriber import Transcriber
 
@@ -32,17 +29,6 @@ def fp32() -> Transcriber:
 @pytest.fixture(scope="module")
 def int8() -> Transcriber:
     return Transcriber(DecodeConfig(weights="int8"), warm_up=False)
-
-
-@pytest.fixture(scope="module")
-def beckett_path() -> Path:
-    from moonshine_live.ort_weights import locate_moonshine_cpp_files
-
-    try:
-        return locate_moonshine_cpp_files().sample_wav
-    except WeightsError as exc:
-        require("moonshine-cpp", False, str(exc))
-        raise
 
 
 def test_weights_setting_is_validated():
