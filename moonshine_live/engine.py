@@ -359,7 +359,11 @@ class Engine:
 
     def _maybe_request_partial(self) -> None:
         interval = self.config.partial_interval_ms * SAMPLE_RATE // 1000
+        # no partial while the hangover runs: speech has likely ended, and a partial still
+        # decoding when the utterance closes would delay its final transcript
         if not interval or self._speech_start is None or self._finals:
+            return
+        if not self._segmenter.last_voiced:
             return
         if self._position - self._last_partial_at < interval:
             return

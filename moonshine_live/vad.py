@@ -197,6 +197,11 @@ class Segmenter:
         return self._utt_start is not None
 
     @property
+    def last_voiced(self) -> bool:
+        """Whether the last frame fed was voiced (False while a hangover is running out)."""
+        return self._last_voiced
+
+    @property
     def position(self) -> int:
         """Absolute sample index the next frame is expected to start at."""
         return self.ring.total_written
