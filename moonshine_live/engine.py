@@ -39,7 +39,6 @@ from .events import (
     TranscriptEvent,
 )
 from .mic import CaptureConfig, MicSource
-from .ringbuffer import RingBuffer
 from .sources import ArraySource, AudioSource
 from .vad import Segmenter, SpeechDropped, SpeechStarted, Utterance, VadConfig
 
@@ -61,8 +60,6 @@ class EngineConfig:
     max_pending: int = 16
     """Finished utterances waiting for the model; past this the oldest is dropped and reported
     (a file source read as fast as possible waits instead)."""
-    history_s: float = 35.0
-    """Recent audio kept for partials (seconds); longer than the longest utterance."""
     stats_interval_s: float = 10.0
     """Seconds between stats events (0 = off)."""
     reconnect_attempts: int = 3
@@ -76,8 +73,6 @@ class EngineConfig:
             )
         if self.max_pending < 1:
             raise ConfigError(f"EngineConfig.max_pending must be >= 1, got {self.max_pending}")
-        if self.history_s * 1000 < self.vad.max_utterance_ms:
-            raise ConfigError("EngineConfig.history_s must cover VadConfig.max_utterance_ms")
         if self.stats_interval_s < 0 or self.reconnect_attempts < 0 or self.reconnect_delay_s < 0:
             raise ConfigError("EngineConfig stats/reconnect settings must be >= 0")
 
@@ -119,7 +114,6 @@ class Engine:
         self._work = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="transcriber")
         self._tasks: list[asyncio.Task[Any]] = []
-        self._history = RingBuffer(int(self.config.history_s * SAMPLE_RATE))
         self._segmenter = Segmenter(self.config.vad)
         self._position = 0  # samples consumed from the source
         self._speech_start: int | None = None
@@ -302,17 +296,10 @@ class Engine:
                     reason="overrun",
                 )
             )
-        self._history.write(frame) if start == self._history.total_written else self._history_jump(
-            frame, start
-        )
         self._position = start + len(frame)
         for event in self._segmenter.process(frame, start):
             self._on_vad_event(event)
         self._maybe_request_partial()
-
-    def _history_jump(self, frame: np.ndarray, start: int) -> None:
-        self._history.skip(start - self._history.total_written)
-        self._history.write(frame)
 
     def _flush_segmenter(self) -> None:
         for event in self._segmenter.force_end():
@@ -368,8 +355,10 @@ class Engine:
         if self._position - self._last_partial_at < interval:
             return
         self._last_partial_at = self._position
-        start = max(self._speech_start, self._history.oldest_index)
-        audio = int16_to_float32(self._history.read(start, self._position))
+        # the segmenter's ring holds the utterance in progress (at most max_utterance_ms)
+        ring = self._segmenter.ring
+        start = max(self._speech_start, ring.oldest_index)
+        audio = int16_to_float32(ring.read(start, self._position))
         self._partial = _Job(
             audio=audio, start_sample=start, end_sample=self._position, final=False
         )

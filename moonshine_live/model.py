@@ -142,21 +142,24 @@ class RotaryEmbedding(nn.Module):
                 "long_inv_freq", 1.0 / (long * self.base**exponents), persistent=False
             )
 
-    def _frequencies(self, seq_len: Tensor) -> Tensor:
+    def _frequencies(self, positions: Tensor) -> Tensor:
+        """inv_freq for this call; only dynamic and longrope look at the length seen so far."""
         if self.rope_type == "dynamic":
+            seq_len = positions.max() + 1
             length = torch.clamp(seq_len.float(), min=float(self.max_positions))
             scale = (self.factor * length / self.max_positions) - (self.factor - 1)
             base = self.base * scale ** (self.dim / (self.dim - 2))
-            exponents = torch.arange(0, self.dim, 2, device=seq_len.device).float() / self.dim
+            exponents = torch.arange(0, self.dim, 2, device=positions.device).float() / self.dim
             return 1.0 / (base**exponents)
         if self.rope_type == "longrope":
-            return torch.where(seq_len > self.original, self.long_inv_freq, self.inv_freq)
+            longer = positions.max() + 1 > self.original
+            return torch.where(longer, self.long_inv_freq, self.inv_freq)
         return self.inv_freq
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """positions [S] (long) -> cos, sin [S, rotary_dim / 2] in float32."""
         # float32 even in a half or double model, as transformers does: fp16 angles lose positions
-        inv_freq = self._frequencies(positions.max() + 1).float()
+        inv_freq = self._frequencies(positions).float()
         angles = positions[:, None].float() * inv_freq[None, :]
         return angles.cos() * self.attention_scaling, angles.sin() * self.attention_scaling
 
@@ -428,8 +431,6 @@ class Moonshine(nn.Module):
         """Every layer's cross-attention K/V, once per utterance, from features [B, T, hidden]."""
         for layer in self.decoder.layers:
             layer.cross_k, layer.cross_v = layer.cross_attn.project_kv(features)
-            layer.kv_cache.k_cache.zero_()
-            layer.kv_cache.v_cache.zero_()
         self.decoder.cross_mask = None if frame_mask is None else frame_mask[:, None, None, :]
 
     def decode_step(self, tokens: Tensor, input_pos: Tensor) -> Tensor:
