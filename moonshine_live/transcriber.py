@@ -92,13 +92,14 @@ class Transcriber:
         self.dtype = pick_dtype(self.config.dtype, self.device)
         self.checkpoint: Checkpoint = resolve_checkpoint(self.config.model)
         started = time.perf_counter()
+        int8 = self.config.weights == "int8"
+        if int8 and (self.device.type != "cpu" or self.dtype != torch.float32):
+            raise ConfigError(
+                "DecodeConfig.weights='int8' needs device cpu and dtype float32, got "
+                f"{self.device.type} and {str(self.dtype).removeprefix('torch.')}"
+            )
         self.model = load_model(self.checkpoint, self.device, self.dtype)
-        if self.config.weights == "int8":
-            if self.device.type != "cpu" or self.dtype != torch.float32:
-                raise ConfigError(
-                    "DecodeConfig.weights='int8' needs device cpu and dtype float32, got "
-                    f"{self.device.type} and {str(self.dtype).removeprefix('torch.')}"
-                )
+        if int8:
             quantize_linears(self.model, self.checkpoint)
         self.tokenizer = Tokenizer.from_file(self.checkpoint.tokenizer_path)
         self.guard = RepetitionGuard(

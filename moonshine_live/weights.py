@@ -241,7 +241,7 @@ def quantize_linears(
     """
     from safetensors import safe_open
 
-    from .quantized import INT8_PARTS, Int8Linear, affine_params
+    from .quantized import INT8_PARTS, SCALE_SUFFIX, ZERO_POINT_SUFFIX, Int8Linear, affine_params
 
     unknown = set(parts) - set(INT8_PARTS)
     if unknown:
@@ -250,11 +250,12 @@ def quantize_linears(
     with safe_open(str(checkpoint.weights_path), framework="pt") as f:
         names = set(f.keys())
         for name in names:
-            if name + "_scale" in names and name + "_zero_point" in names:
+            scale_name, zero_name = name + SCALE_SUFFIX, name + ZERO_POINT_SUFFIX
+            if scale_name in names and zero_name in names:
                 ours = hf_to_ours(name)
                 if ours is not None:
-                    scale = float(f.get_tensor(name + "_scale").reshape(()))
-                    zero_point = float(f.get_tensor(name + "_zero_point").reshape(()))
+                    scale = float(f.get_tensor(scale_name).reshape(()))
+                    zero_point = float(f.get_tensor(zero_name).reshape(()))
                     known[ours] = (scale, zero_point)
 
     def int8(linear: nn.Linear, name: str) -> Int8Linear:
