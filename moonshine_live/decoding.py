@@ -1,7 +1,8 @@
 """Greedy decoding over the model's `decode_step`, with a token budget and a repetition guard.
 
 Grammar-agnostic: a constraint plugs in through `LogitFilter`, which works on tensors only (a
-per-row state and a mask applied to the step's logits), so a constrained step can compile too.
+per-row state, and a mask of allowed tokens that the step applies to its logits before choosing),
+so a constrained step compiles as one graph too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from .model import Moonshine
 
 _LOGGER = logging.getLogger(__name__)
 
-StepFn = Callable[[Moonshine, Tensor, Tensor], Tensor]
+StepFn = Callable[[Moonshine, Tensor, Tensor, "Tensor | None"], tuple[Tensor, Tensor]]
+"""(model, tokens [B, 1], input_pos [1], allowed [B, vocab] or None) -> (token [B], logprob [B])."""
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,14 @@ class DecodeResult:
 
 
 class LogitFilter(Protocol):
-    """A per-step constraint: `allowed[state]` masks logits, `next_state[state, token]` advances."""
+    """A per-step constraint: `allowed(state)` masks the vocabulary, `advance` moves the state."""
 
     def initial_state(self, batch_size: int, device: torch.device) -> Tensor:
         """state [B] (long) before the first generated token."""
         ...
 
-    def apply(self, logits: Tensor, state: Tensor) -> Tensor:
-        """logits [B, vocab] -> logits with disallowed tokens at -inf."""
+    def allowed(self, state: Tensor) -> Tensor:
+        """state [B] -> allowed [B, vocab] (bool): the tokens each row may choose next."""
         ...
 
     def advance(self, state: Tensor, tokens: Tensor) -> Tensor:
@@ -96,12 +98,20 @@ def token_budget(
     return max(1, min(max(by_length, min_tokens), max_positions - 1))
 
 
-def decode_step(model: Moonshine, tokens: Tensor, input_pos: Tensor) -> Tensor:
-    """One decoder step: tokens [B, 1] at input_pos [1] -> logits [B, vocab] (float32).
+def decode_step(
+    model: Moonshine, tokens: Tensor, input_pos: Tensor, allowed: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """One decoder step and its greedy choice: tokens [B, 1] at input_pos [1] -> (next token [B],
+    its log-probability [B]); `allowed` [B, vocab] (bool) masks the logits first.
 
-    The single function `transcriber.py` compiles; shapes never change between steps.
+    The single function `compiled.py` compiles: choosing inside the step saves a pass over the
+    logits, and shapes never change between steps.
     """
-    return model.decode_step(tokens, input_pos)[:, -1]
+    logits = model.decode_step(tokens, input_pos)[:, -1]
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    logprob, token = torch.log_softmax(logits, dim=-1).max(dim=-1)
+    return token, logprob
 
 
 def greedy_decode(
@@ -113,27 +123,27 @@ def greedy_decode(
     step: StepFn = decode_step,
     logit_filter: LogitFilter | None = None,
     guard: RepetitionGuard | None = None,
+    pad_frames_to: int = 1,
 ) -> list[DecodeResult]:
     """Decode a batch of encoded utterances (features [B, T, hidden]) greedily.
 
     Each row stops at end-of-text, at its own budget, or when the guard sees a loop.
+    `pad_frames_to`: see `Moonshine.prefill_cross`.
     """
     config = model.config
     batch = features.shape[0]
     device = features.device
     max_steps = max(budgets)
     _ensure_caches(model, batch, max_steps + 1)
-    model.prefill_cross(features, frame_mask)
+    model.prefill_cross(features, frame_mask, pad_frames_to)
     current = torch.full((batch, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
     state = logit_filter.initial_state(batch, device) if logit_filter else None
     rows: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
     reasons: list[str | None] = [None] * batch
     for pos in range(max_steps):
-        logits = step(model, current, torch.tensor([pos], device=device))
-        if logit_filter is not None:
-            logits = logit_filter.apply(logits, state)
-        chosen_logprob, chosen = torch.log_softmax(logits, dim=-1).max(dim=-1)
+        allowed = logit_filter.allowed(state) if logit_filter is not None else None
+        chosen, chosen_logprob = step(model, current, torch.tensor([pos], device=device), allowed)
         if logit_filter is not None:
             state = logit_filter.advance(state, chosen)
         _accept(

@@ -417,7 +417,7 @@ class Moonshine(nn.Module):
         self, batch_size: int, max_tokens: int, dtype: torch.dtype | None = None
     ) -> None:
         """Allocate the static self-attention caches and the causal mask for max_tokens."""
-        weight = self.decoder.embed_tokens.weight
+        weight = self.decoder.norm.weight  # the embedding may be an int8 table
         dtype = dtype or weight.dtype
         for layer in self.decoder.layers:
             attn = layer.attn
@@ -427,8 +427,23 @@ class Moonshine(nn.Module):
         mask = torch.ones(max_tokens, max_tokens, dtype=torch.bool, device=weight.device)
         self.decoder.causal_mask = torch.tril(mask)
 
-    def prefill_cross(self, features: Tensor, frame_mask: Tensor | None = None) -> None:
-        """Every layer's cross-attention K/V, once per utterance, from features [B, T, hidden]."""
+    def prefill_cross(
+        self, features: Tensor, frame_mask: Tensor | None = None, pad_frames_to: int = 1
+    ) -> None:
+        """Every layer's cross-attention K/V, once per utterance, from features [B, T, hidden].
+
+        `pad_frames_to` rounds T up to a multiple with zero frames that the mask hides, so a step
+        that must keep its shapes (CUDA graphs) sees a few lengths instead of every length.
+        """
+        frames = features.shape[1]
+        padding = -frames % pad_frames_to
+        if padding:
+            features = F.pad(features, (0, 0, 0, padding))
+            if frame_mask is None:
+                frame_mask = torch.ones(
+                    features.shape[0], frames, dtype=torch.bool, device=features.device
+                )
+            frame_mask = F.pad(frame_mask, (0, padding), value=False)
         for layer in self.decoder.layers:
             layer.cross_k, layer.cross_v = layer.cross_attn.project_kv(features)
         self.decoder.cross_mask = None if frame_mask is None else frame_mask[:, None, None, :]

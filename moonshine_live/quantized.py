@@ -8,7 +8,6 @@ never needs the `.ort` reader.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,83 +129,66 @@ def _name_list(names: list[str], limit: int = 8) -> str:
     return shown if len(names) <= limit else f"{shown} (+{len(names) - limit} more)"
 
 
-# -- int8 kernels on CPU -------------------------------------------------------------------------
-
-INT8_PARTS = ("decoder", "self_attn", "cross_q_o", "fc1", "fc2", "head", "cross_kv", "encoder")
-"""Where `quantize_linears` may put int8 kernels: "decoder" is the per-step linears (self q/k/v/o,
-cross q/o, MLP fc1/fc2, also nameable one group at a time), then the output head, the
-per-utterance cross-attention k/v and the encoder's linears."""
+# -- int8 weights at run time -------------------------------------------------------------------
 
 
-_PACKED: dict[int, tuple[object, int]] = {}
-"""Packed weights and output width by handle: `torch.compile` cannot trace fbgemm's packed-weight
-object, so compiled code reaches the kernel through the `int8_linear` custom op and a handle."""
+class Int8WeightLinear(torch.nn.Module):
+    """`y = x @ W.T + b` with W kept as the int8 values: `W = (q - zero_point) * scale`.
 
-
-@torch.library.custom_op("moonshine_live::int8_linear", mutates_args=())
-def int8_linear(x: torch.Tensor, handle: int) -> torch.Tensor:
-    """`Int8Linear` number `handle` applied to x (the form `torch.compile` sees)."""
-    return torch.ops.quantized.linear_dynamic(x, _PACKED[handle][0], True)
-
-
-@int8_linear.register_fake
-def _int8_linear_shape(x: torch.Tensor, handle: int) -> torch.Tensor:
-    return x.new_empty((*x.shape[:-1], _PACKED[handle][1]))
-
-
-class Int8Linear(torch.nn.Module):
-    """`y = x @ W.T + b` with W int8 (per-tensor affine) on fbgemm's dynamic-quantized kernel.
-
-    The weight is packed EXACTLY from the checkpoint's int8 values, so only the activations are
-    rounded: each call quantizes x per tensor to 7 bits (`reduce_range=True`: without VNNI,
-    fbgemm's u8 x s8 pair sums saturate int16 at 8 bits, and the outputs are visibly wrong).
+    Weight-only: activations and arithmetic stay float32, and W is rebuilt with the very float32
+    operations `QuantizedTensor.dequantize` uses, so the weights are bit-identical to the float
+    model's. Under `torch.compile` on CPU the product is written as a multiply-and-sum, which
+    inductor fuses with the dequantization into one reduction kernel that reads one byte per weight
+    (a decoder step is bound by weight traffic: 4x less of it). Eager falls back to dequantize +
+    `F.linear`, correct but slow, so int8 weights belong with a compiled decode step.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scale: float, zp: int):
+    def __init__(
+        self, q: torch.Tensor, scale: float, zero_point: float, bias: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-        if not -128 <= zp <= 127:
-            raise ValueError(f"int8 zero point {zp} out of range")
-        with warnings.catch_warnings():  # quantized tensors are deprecated, still the fast path
-            warnings.simplefilter("ignore")
-            qweight = torch.quantize_per_tensor(weight.float(), scale, zp, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(
-                qweight, None if bias is None else bias.float()
-            )
-        self.handle = id(self)
-        _PACKED[self.handle] = (self.packed, self.out_features)
+        if q.dtype != torch.int8 or q.dim() != 2:
+            raise ValueError(f"Int8WeightLinear needs a 2-d int8 weight, got {q.dtype} {q.dim()}-d")
+        self.register_buffer("q", q)
+        self.scale, self.zero_point = float(scale), float(zero_point)
+        self.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+        self.out_features, self.in_features = q.shape
 
-    def __del__(self) -> None:
-        _PACKED.pop(getattr(self, "handle", None), None)
+    def weight(self) -> torch.Tensor:
+        """The float32 weight, exactly as the float model holds it."""
+        return (self.q.to(torch.float32) - self.zero_point) * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return int8_linear(x, self.handle)
-        return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+        if torch.compiler.is_compiling() and x.device.type == "cpu":
+            y = (x.unsqueeze(-2) * self.weight()).sum(-1)
+        else:
+            y = torch.nn.functional.linear(x, self.weight())
+        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
-def affine_params(weight: torch.Tensor, known: tuple[float, float] | None) -> tuple[float, int]:
-    """(scale, zero point) for `weight`: the checkpoint's own when known, else symmetric min-max.
+class Int8Embedding(torch.nn.Module):
+    """Token lookup from an int8 table (the tied head's), dequantized row by row, exactly."""
 
-    Known parameters are used only if they reproduce the weight exactly, which they do for every
-    tensor of the shipped checkpoint (all zero points are whole numbers from -25 to 65).
-    """
-    if known is not None:
-        scale, zp = known[0], int(known[1])
-        if zp == known[1] and -128 <= zp <= 127:
-            q = torch.round(weight.float() / scale) + zp
-            if q.min() >= -128 and q.max() <= 127 and torch.equal((q - zp) * scale, weight.float()):
-                return scale, zp
-    return max(float(weight.abs().max()) / 127.0, 1e-12), 0
+    def __init__(self, table: Int8WeightLinear) -> None:
+        super().__init__()
+        self.table = table
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.table.weight()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        rows = self.table.q[tokens].to(torch.float32)
+        return (rows - self.table.zero_point) * self.table.scale
 
 
-def read_affine_params(flat: Mapping[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
-    """{int8 tensor name: (scale, zero point)} from a flat safetensors dict."""
+def read_quantized(flat: Mapping[str, torch.Tensor]) -> dict[str, QuantizedTensor]:
+    """{int8 tensor name: QuantizedTensor} from a flat safetensors dict."""
     return {
-        name: (_flat_quantized(flat, name).scale, _flat_quantized(flat, name).zero_point)
+        name: _flat_quantized(flat, name)
         for name, tensor in flat.items()
         if tensor.dtype == torch.int8
     }

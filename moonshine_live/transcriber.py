@@ -17,17 +17,21 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, load_audio, speech_regions, split_at_pauses, validate_audio
+from .compiled import CompiledStep, precompiled_step_path
 from .config import DecodeConfig
 from .decoding import RepetitionGuard, StepFn, decode_step, greedy_decode, token_budget
 from .errors import ConfigError
 from .messages import Transcript
-from .model import MIN_SAMPLES
+from .model import CONV1_STRIDE, CONV2_STRIDE, CONV3_STRIDE, MIN_SAMPLES
 from .tokenizer import Tokenizer
-from .weights import Checkpoint, load_model, quantize_linears, resolve_checkpoint
+from .weights import INT8_PARTS, Checkpoint, load_model, resolve_checkpoint
 
 _LOGGER = logging.getLogger(__name__)
 
 WARMUP_SAMPLES = SAMPLE_RATE  # one second of low noise: runs every kernel once
+SHORTEST_SAMPLES = MIN_SAMPLES + CONV1_STRIDE * CONV2_STRIDE * CONV3_STRIDE
+"""Shorter audio is zero padded to this (80 ms): two encoder frames, because a compiled step
+treats a length of 1 as a special case and would be rebuilt for it."""
 
 
 @dataclass(frozen=True)
@@ -92,43 +96,61 @@ class Transcriber:
         self.dtype = pick_dtype(self.config.dtype, self.device)
         self.checkpoint: Checkpoint = resolve_checkpoint(self.config.model)
         started = time.perf_counter()
-        int8 = self.config.weights == "int8"
-        if int8 and (self.device.type != "cpu" or self.dtype != torch.float32):
-            raise ConfigError(
-                "DecodeConfig.weights='int8' needs device cpu and dtype float32, got "
-                f"{self.device.type} and {str(self.dtype).removeprefix('torch.')}"
-            )
-        self.model = load_model(self.checkpoint, self.device, self.dtype)
-        if int8:
-            quantize_linears(self.model, self.checkpoint)
+        int8 = self._wants_int8()
+        self.model = load_model(
+            self.checkpoint, self.device, self.dtype, INT8_PARTS if int8 else ()
+        )
         self.tokenizer = Tokenizer.from_file(self.checkpoint.tokenizer_path)
         self.guard = RepetitionGuard(
             max_single_repeats=self.config.max_single_repeats,
             max_phrase_repeats=self.config.max_phrase_repeats,
         )
-        self._step: StepFn = self._make_step()
+        self._step: StepFn = (
+            CompiledStep(self.device, self._artifact_path(int8))
+            if self.config.compile
+            else decode_step
+        )
+        self._pad_frames_to = getattr(self._step, "pad_frames_to", 1)
         self._lock = threading.Lock()
         self.load_ms = (time.perf_counter() - started) * 1000
+        self.warm_up_ms = 0.0
         if warm_up:
             self.warm_up()
 
-    def _make_step(self) -> StepFn:
-        # fullgraph works (int8 too, through `quantized.int8_linear`) and gains ~5 ms per token
-        # (int8 14-17 vs 19-25 ms, fp32 26-30 vs 31-35 ms), but the first compile takes 30-50 s
-        # and every new utterance length recompiles (cross K/V shapes, 20-24 s): off by default
-        # until the cross K/V are padded to fixed buckets.
-        if not self.config.compile:
-            return decode_step
-        try:
-            return torch.compile(decode_step, fullgraph=True, dynamic=False)
-        except Exception:  # compile support varies by platform; eager is always correct
-            _LOGGER.exception("torch.compile failed; using the eager decode step")
-            return decode_step
+    def _artifact_path(self, int8: bool) -> Path:
+        """Where the precompiled step for this model, device and weights is kept."""
+        return precompiled_step_path(self.checkpoint, self.device, self.dtype, int8)
+
+    def _wants_int8(self) -> bool:
+        fits = self.device.type == "cpu" and self.dtype == torch.float32
+        if self.config.weights == "int8" and not fits:
+            raise ConfigError(
+                "DecodeConfig.weights='int8' needs device cpu and dtype float32, got "
+                f"{self.device.type} and {str(self.dtype).removeprefix('torch.')}"
+            )
+        return self.config.weights == "int8" or (
+            self.config.weights == "auto" and self.config.compile and fits
+        )
+
+    @property
+    def compiled(self) -> bool:
+        """Whether decode steps run compiled (False after a failed compile fell back to eager)."""
+        return isinstance(self._step, CompiledStep)
 
     def warm_up(self) -> None:
-        """Run one decode so allocation and kernel selection happen now, not on first speech."""
+        """Run one decode so compiling, allocation and kernel selection happen now, not on the
+        first speech; afterwards an utterance of any length runs at full speed."""
+        started = time.perf_counter()
         noise = np.random.default_rng(0).normal(0, 1e-3, WARMUP_SAMPLES).astype(np.float32)
-        self.transcribe(noise)
+        try:
+            self.transcribe(noise)
+        except Exception as exc:  # no C++ compiler, unsupported platform...: eager is correct
+            if not self.compiled:
+                raise
+            _LOGGER.warning("compiling the decode step failed, running it eagerly: %s", exc)
+            self._step, self._pad_frames_to = decode_step, 1
+            self.transcribe(noise)
+        self.warm_up_ms = (time.perf_counter() - started) * 1000
 
     def budget(self, num_samples: int) -> int:
         return token_budget(
@@ -158,7 +180,7 @@ class Transcriber:
             validate_audio(u, sample_rate, name=f"utterance {i}") for i, u in enumerate(utterances)
         ]
         t_starts = t_starts or [0.0] * len(utterances)
-        lengths = [max(len(u), MIN_SAMPLES) for u in utterances]
+        lengths = [max(len(u), SHORTEST_SAMPLES) for u in utterances]
         batch = np.zeros((len(utterances), max(lengths)), dtype=np.float32)
         for row, u in zip(batch, utterances, strict=True):
             row[: len(u)] = u
@@ -169,8 +191,9 @@ class Transcriber:
             encoded = time.perf_counter()
             budgets = [self.budget(n) for n in lengths]
             results = greedy_decode(
-                self.model, features, frame_mask, budgets, step=self._step, guard=self.guard
-            )
+                self.model, features, frame_mask, budgets,
+                step=self._step, guard=self.guard, pad_frames_to=self._pad_frames_to,
+            )  # fmt: skip
             decoded = time.perf_counter()
         encode_ms = (encoded - started) * 1000 / len(utterances)
         decode_ms = (decoded - encoded) * 1000 / len(utterances)

@@ -20,6 +20,7 @@ from .errors import ConfigError, WeightsError
 from .keymap import hf_to_ours
 from .model import Moonshine
 from .model_config import MoonshineConfig
+from .quantized import SCALE_SUFFIX, ZERO_POINT_SUFFIX
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,22 +28,20 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 KNOWN_REPOS = ("UsefulSensors/moonshine-tiny", "UsefulSensors/moonshine-base")
-DEFAULT_INT8_PARTS = ("fc1", "cross_q_o", "head")
-"""What `DecodeConfig(weights="int8")` quantizes. Measured 2026-11-24 on the 2-core EPYC (1 thread,
-shared machine, medians of 84 decode steps; tokens vs fp32 on 24 TTS command clips + beckett):
+INT8_PARTS = ("self_attn", "cross_q_o", "fc1", "fc2", "head")
+"""What `DecodeConfig(weights="int8")` keeps as int8: every linear a decoder step runs, and the
+tied output head (which is also the token embedding). The cross-attention k/v projections run
+once per utterance on every frame (a real matrix product) and the encoder's linears are
+compute-bound: those stay float, where MKL's GEMM beats any dequantizing kernel.
 
-    int8 parts                 ms/step   clips whose tokens differ from fp32
-    none (fp32)                  30.5    -
-    decoder + head               19.2    2 ("minimize the window", "volume up")
-    fc1 + cross q/o + head       20.6    0
-    fc1 + head                   21.1    2
-    decoder + head + cross k/v   19.8    1   (cross k/v run once per utterance: no per-step gain)
-    encoder only (not decoder)   27.1    6   (encoder 10 s: 708 vs 746 ms, 1 s: 73 vs 89 ms)
+Measured 2026-12-01 (2-core Xeon, 2 threads, one row, each weight read once per call as in a
+decode step, inside one compiled graph, microseconds per linear):
 
-Self-attention and fc2 add ~1.4 ms of gain but flip clips whose fp32 transcript is already wrong
-(their top two logits are nearly tied), so they stay float; the encoder stays float (6 flips for
-a 5-15% encoder gain). Single-layer microbenchmarks (1 thread, M=1 row): 416x416 fp32 0.031 ms vs
-int8 0.063 ms (cache resident, int8 loses), 3328x416 0.49 vs 0.14 ms, 32768x416 head 5.4 vs 1.3 ms.
+    shape (out x in)    fp32 eager   fp32 compiled   int8 fused (compiled)
+    416 x 416               31.4          44.2             20.6
+    3328 x 416 (fc1)       157.8         191.4             92.6
+    416 x 1664 (fc2)        78.8          95.2             50.3
+    32768 x 416 (head)    2590.9        2485.5           1071.0
 """
 
 
@@ -140,17 +139,25 @@ def _download_snapshot(repo_id: str, revision: str, repo_dir: Path) -> Path:
         raise WeightsError(f"{repo_id}: download failed: {exc}") from exc
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Float tensors with Hugging Face names from a safetensors file (int8 form dequantized)."""
+def read_flat(path: Path) -> dict[str, torch.Tensor]:
+    """The safetensors file as stored: float tensors, or our int8 form with its siblings."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .quantized import dequantize_state_dict
-
     try:
-        flat = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(f"{path}: cannot read safetensors file: {exc}") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Float tensors with Hugging Face names from a safetensors file (int8 form dequantized)."""
+    return _dequantized(read_flat(path), path)
+
+
+def _dequantized(flat: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    from .quantized import dequantize_state_dict
+
     try:
         return dequantize_state_dict(flat, source=path)
     except (KeyError, ValueError, RuntimeError) as exc:
@@ -182,18 +189,95 @@ def load_model(
     checkpoint: Checkpoint,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    int8_parts: tuple[str, ...] = (),
 ) -> Moonshine:
-    """Build on the meta device and assign the checkpoint's tensors (no double allocation)."""
-    state = to_our_names(
-        read_state_dict(checkpoint.weights_path), checkpoint.config, checkpoint.weights_path
-    )
+    """Build on the meta device and assign the checkpoint's tensors (no double allocation).
+
+    `int8_parts` (see `INT8_PARTS`; CPU float32 only) keep those linears as `Int8WeightLinear`s
+    holding the checkpoint's own int8 tensors, never expanded to float: bit-identical weights
+    in a quarter of the memory. Parts the checkpoint stores as float stay float.
+    """
+    path = checkpoint.weights_path
+    flat = read_flat(path)
     with torch.device("meta"):
         model = Moonshine(checkpoint.config)
-    _check_fit(state, model.state_dict(), checkpoint.weights_path)
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    int8_q = _use_int8_modules(model, flat, int8_parts, path)
+    hf_names = {hf for hf in flat if hf_to_ours(hf) in int8_q}
+    siblings = {hf + suffix for hf in hf_names for suffix in (SCALE_SUFFIX, ZERO_POINT_SUFFIX)}
+    float_flat = {k: v for k, v in flat.items() if k not in hf_names | siblings}
+    del flat
+    state = to_our_names(_dequantized(float_flat, path), checkpoint.config, path)
+    del float_flat
+    expected = model.state_dict()
+    for key in expected:
+        if key.endswith(".q"):  # an int8 module: its tensor, under each name the model uses
+            state[key] = int8_q[_int8_source(key)]
+    _check_fit(state, expected, path)
+    state = {
+        k: v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)
+        for k, v in state.items()
+    }
     model.load_state_dict(state, strict=True, assign=True)
     _materialize_buffers(model, checkpoint.config, device)
     return model.eval().requires_grad_(False)
+
+
+def _use_int8_modules(
+    model: Moonshine, flat: dict[str, torch.Tensor], parts: tuple[str, ...], path: Path
+) -> dict[str, torch.Tensor]:
+    """Swap the (meta) linears named by `parts` that the checkpoint stores as int8 for
+    `Int8WeightLinear`s; returns {our weight name: int8 tensor} for the swapped ones."""
+    from .quantized import Int8Embedding, Int8WeightLinear, read_quantized
+
+    unknown = set(parts) - set(INT8_PARTS)
+    if unknown:
+        raise ConfigError(f"unknown int8 parts {sorted(unknown)}; choose from {INT8_PARTS}")
+    if not parts:
+        return {}
+    try:
+        stored = {hf_to_ours(name): t for name, t in read_quantized(flat).items()}
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: bad quantized tensors: {exc}") from None
+    taken: dict[str, torch.Tensor] = {}
+
+    def int8(module: nn.Module, name: str) -> Int8WeightLinear | None:
+        quantized = stored.get(name + ".weight")
+        if quantized is None:
+            return None
+        taken[name + ".weight"] = quantized.q
+        meta_q = torch.empty(quantized.shape, dtype=torch.int8, device="meta")
+        bias = getattr(module, "bias", None)
+        return Int8WeightLinear(meta_q, quantized.scale, quantized.zero_point, bias)
+
+    for part in parts:
+        for i, layer in enumerate(model.decoder.layers):
+            for linear in _INT8_LINEARS.get(part, ()):
+                parent, _, attr = linear.rpartition(".")
+                swapped = int8(layer.get_submodule(linear), f"decoder.layers.{i}.{linear}")
+                if swapped is not None:
+                    setattr(layer.get_submodule(parent), attr, swapped)
+    if "head" in parts and model.proj_out is None:
+        table = int8(model.decoder.embed_tokens, "decoder.embed_tokens")
+        if table is not None:
+            model.head = table
+            model.decoder.embed_tokens = Int8Embedding(table)
+    return taken
+
+
+def _int8_source(key: str) -> str:
+    """The checkpoint weight (our name) an int8 module's `.q` key comes from."""
+    module_path = key.removesuffix(".q")
+    if module_path in ("head", "decoder.embed_tokens.table"):
+        return "decoder.embed_tokens.weight"
+    return module_path + ".weight"
+
+
+_INT8_LINEARS = {
+    "self_attn": ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj"),
+    "cross_q_o": ("cross_attn.q_proj", "cross_attn.o_proj"),
+    "fc1": ("mlp.fc1",),
+    "fc2": ("mlp.fc2",),
+}
 
 
 def _check_fit(
@@ -228,70 +312,3 @@ def _materialize_buffers(
     model.encoder.rotary = RotaryEmbedding(config, config.encoder_head_dim).to(device)
     model.decoder.rotary = RotaryEmbedding(config, config.decoder_head_dim).to(device)
     model.decoder.causal_mask = torch.ones(0, 0, dtype=torch.bool, device=device)
-
-
-def quantize_linears(
-    model: Moonshine, checkpoint: Checkpoint, parts: tuple[str, ...] = DEFAULT_INT8_PARTS
-) -> Moonshine:
-    """Swap `parts` (see `quantized.INT8_PARTS`) of a float32 CPU model for int8 kernels, in place.
-
-    Weights come packed from the checkpoint's own int8 values and scales (exact); a float
-    checkpoint falls back to symmetric per-tensor quantization. The tied embedding stays float for
-    the token lookup; the head gets its own int8 copy.
-    """
-    from safetensors import safe_open
-
-    from .quantized import INT8_PARTS, SCALE_SUFFIX, ZERO_POINT_SUFFIX, Int8Linear, affine_params
-
-    unknown = set(parts) - set(INT8_PARTS)
-    if unknown:
-        raise ConfigError(f"unknown int8 parts {sorted(unknown)}; choose from {INT8_PARTS}")
-    known: dict[str, tuple[float, float]] = {}
-    with safe_open(str(checkpoint.weights_path), framework="pt") as f:
-        names = set(f.keys())
-        for name in names:
-            scale_name, zero_name = name + SCALE_SUFFIX, name + ZERO_POINT_SUFFIX
-            if scale_name in names and zero_name in names:
-                ours = hf_to_ours(name)
-                if ours is not None:
-                    scale = float(f.get_tensor(scale_name).reshape(()))
-                    zero_point = float(f.get_tensor(zero_name).reshape(()))
-                    known[ours] = (scale, zero_point)
-
-    def int8(linear: nn.Linear, name: str) -> Int8Linear:
-        scale, zp = affine_params(linear.weight, known.get(name + ".weight"))
-        return Int8Linear(linear.weight, linear.bias, scale, zp)
-
-    per_layer = {
-        "self_attn": ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj"),
-        "cross_q_o": ("cross_attn.q_proj", "cross_attn.o_proj"),
-        "fc1": ("mlp.fc1",),
-        "fc2": ("mlp.fc2",),
-        "cross_kv": ("cross_attn.k_proj", "cross_attn.v_proj"),
-    }
-    wanted = set(parts) | (set(per_layer) - {"cross_kv"} if "decoder" in parts else set())
-    targets = [
-        f"decoder.layers.{i}.{linear}"
-        for part, linears in per_layer.items()
-        if part in wanted
-        for i in range(len(model.decoder.layers))
-        for linear in linears
-    ]
-    if "encoder" in parts:
-        targets += [
-            name
-            for name, module in model.encoder.named_modules(prefix="encoder")
-            if isinstance(module, nn.Linear)
-        ]
-    for name in targets:
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent), attr, int8(model.get_submodule(name), name))
-    if "head" in parts:
-        table = model.decoder.embed_tokens if model.proj_out is None else model.proj_out
-        scale, zp = affine_params(table.weight, known.get(_param_name(model, table) + ".weight"))
-        model.head = Int8Linear(table.weight, None, scale, zp)
-    return model
-
-
-def _param_name(model: nn.Module, module: nn.Module) -> str:
-    return next(name for name, m in model.named_modules() if m is module)

@@ -43,10 +43,12 @@ def require_module(name: str) -> None:
 
 @pytest.fixture(scope="session")
 def transcriber():
-    """One warm Transcriber on the embedded default model, shared by every test."""
+    """One warm Transcriber on the embedded default model as the live engine runs it (compiled
+    decode step, int8 decoder weights), shared by every test."""
+    from moonshine_live.config import DecodeConfig
     from moonshine_live.transcriber import Transcriber
 
-    return Transcriber()
+    return Transcriber(DecodeConfig(compile=True))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,157 @@
+"""The decode step under `torch.compile`: one graph for every utterance length, cached on disk.
+
+Why a module of its own: compiling is where start-up time goes (tens of seconds the first time on
+a small CPU), so everything that keeps it to once per machine lives here. The step is compiled
+with `fullgraph=True`; the cross-attention K/V length (frames of audio) is marked dynamic before
+the first compile, so no utterance length ever recompiles it; inductor's caches live under our
+cache directory, so a second start loads the compiled kernels instead of building them. On CUDA
+the step runs as CUDA graphs (`mode="reduce-overhead"`), with the frame count padded to buckets
+so the few graphs recorded are reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch._inductor.config
+from torch import Tensor
+
+from .decoding import decode_step
+from .model import Moonshine
+from .weights import Checkpoint
+
+_LOGGER = logging.getLogger(__name__)
+
+CACHE_SUBDIR = "compiled"
+"""Inductor's cache (kernels, graphs) under `embedded.cache_root()`."""
+CUDA_FRAME_BUCKET = 64
+"""CUDA graphs need fixed shapes: cross K/V are padded to a multiple of this many frames
+(about 1.5 s of audio), so a 20 s chunk needs at most 14 recorded graphs."""
+
+
+def compile_cache_dir() -> Path:
+    from .embedded import cache_root
+
+    return cache_root() / CACHE_SUBDIR
+
+
+def use_compile_cache(directory: Path | None = None) -> Path:
+    """Point inductor's on-disk caches at our cache directory unless the user chose one.
+
+    Inductor fills in its default (a per-user temp directory) when dynamo is first imported, so
+    a value equal to that default counts as not chosen.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory or compile_cache_dir())
+    os.environ.setdefault(
+        "TRITON_CACHE_DIR", str(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / "triton")
+    )
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+
+def precompiled_step_path(
+    checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, int8: bool
+) -> Path:
+    """The precompiled step's file: one per model shape, weights form, device type, dtype and
+    torch/package version (a mismatch is also caught by the artifact's own guards)."""
+    from . import __version__
+
+    config = checkpoint.config
+    key = json.dumps(
+        [dataclasses.asdict(config), str(dtype), device.type, int8, torch.__version__, __version__],
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return compile_cache_dir() / f"decode-step-{digest}.bin"
+
+
+def frame_bucket(device: torch.device) -> int:
+    """Frames the cross K/V are padded to a multiple of: 1 (no padding) except under CUDA graphs."""
+    return CUDA_FRAME_BUCKET if device.type == "cuda" else 1
+
+
+class CompiledStep:
+    """`decoding.decode_step` compiled, callable as a `StepFn`.
+
+    Two compiled forms share one cache directory:
+    - the precompiled single-utterance step (batch 1, no logit mask), the one live speech uses:
+      compiled ahead of time at the first warm-up and saved whole (guards, graph and kernels), so
+      later starts load it in about a second instead of re-tracing the model;
+    - `torch.compile` of the same function for everything else (batches, masks), built on
+      first use and served from inductor's own disk cache after that.
+    Before a step sees new cross K/V (a new utterance) their frame axis is marked dynamic, so one
+    graph serves every utterance length.
+    """
+
+    def __init__(self, device: torch.device, artifact: Path | None = None) -> None:
+        use_compile_cache()
+        self.device = device
+        # CUDA graphs remove the per-kernel launch cost that dominates a one-token step on a GPU;
+        # on a CPU, inductor's C++ kernels are called directly and graphs do not apply.
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        self._jit = torch.compile(decode_step, fullgraph=True, mode=mode)
+        self.pad_frames_to = frame_bucket(device)
+        self.artifact = artifact if device.type == "cpu" else None  # CUDA graphs: JIT only
+        self._single: Callable[..., tuple[Tensor, Tensor]] | None = None
+        self._marked = 0  # id() of the cross K/V last marked
+        self.loaded_from_disk = False
+
+    def _mark_dynamic(self, model: Moonshine) -> None:
+        first = model.decoder.layers[0].cross_k
+        if id(first) == self._marked or self.pad_frames_to > 1:
+            return  # already marked, or bucketed (each bucket is a static shape)
+        for layer in model.decoder.layers:
+            for tensor in (layer.cross_k, layer.cross_v):
+                torch._dynamo.mark_dynamic(tensor, 2)
+        if model.decoder.cross_mask is not None:
+            torch._dynamo.mark_dynamic(model.decoder.cross_mask, 3)
+        self._marked = id(first)
+
+    def _load_or_build_single(self, model: Moonshine, args: tuple) -> None:
+        """The precompiled single-utterance step: from disk if a usable one is there, else built
+        now and saved (atomically) for the next start."""
+        if self.artifact is None:
+            self._single = self._jit
+            return
+        if self.artifact.is_file():
+            try:
+                with self.artifact.open("rb") as file:
+                    loaded = torch.compiler.load_compiled_function(
+                        file, f_globals=decode_step.__globals__
+                    )
+                if loaded.guard_check(*args):
+                    self._single, self.loaded_from_disk = loaded, True
+                    return
+                _LOGGER.info("%s does not fit this model; compiling again", self.artifact)
+            except Exception as exc:  # stale or foreign artifact: rebuild it
+                _LOGGER.info("cannot load %s (%s); compiling again", self.artifact, exc)
+        self._mark_dynamic(model)
+        built = self._jit.aot_compile((args, {}))
+        self.artifact.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            built.save_compiled_function(str(self.artifact))
+        except Exception as exc:  # an unwritable cache costs the next start time, nothing else
+            _LOGGER.warning("cannot save the compiled step to %s: %s", self.artifact, exc)
+        self._single = built
+
+    def __call__(
+        self, model: Moonshine, tokens: Tensor, input_pos: Tensor, allowed: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        args = (model, tokens, input_pos, allowed)
+        if tokens.shape[0] == 1 and allowed is None:
+            if self._single is None:
+                self._load_or_build_single(model, args)
+            return self._single(*args)
+        self._mark_dynamic(model)
+        return self._jit(*args)
