@@ -5,8 +5,8 @@ a small CPU), so everything that keeps it to once per machine lives here. The st
 with `fullgraph=True`; the cross-attention K/V length (frames of audio) is marked dynamic before
 the first compile, so no utterance length ever recompiles it; inductor's caches live under our
 cache directory, so a second start loads the compiled kernels instead of building them. On CUDA
-the step runs as CUDA graphs (`mode="reduce-overhead"`), with the frame count padded to buckets
-so the few graphs recorded are reused.
+the step runs as CUDA graphs (`mode="reduce-overhead"`): the same dynamic graph, recorded once
+per frame count, with frame counts padded to buckets so that a few recordings serve all.
 """
 
 from __future__ import annotations
@@ -76,11 +76,6 @@ def precompiled_step_path(
     return compile_cache_dir() / f"decode-step-{digest}.bin"
 
 
-def frame_bucket(device: torch.device) -> int:
-    """Frames the cross K/V are padded to a multiple of: 1 (no padding) except under CUDA graphs."""
-    return CUDA_FRAME_BUCKET if device.type == "cuda" else 1
-
-
 class CompiledStep:
     """`decoding.decode_step` compiled, callable as a `StepFn`.
 
@@ -94,23 +89,28 @@ class CompiledStep:
     graph serves every utterance length.
     """
 
-    def __init__(self, device: torch.device, artifact: Path | None = None) -> None:
+    def __init__(
+        self, device: torch.device, artifact: Path | None = None, graphs: bool | None = None
+    ) -> None:
+        """`graphs`: run as CUDA graphs with bucketed frames (None: exactly when on CUDA; True
+        on a CPU runs that same configuration without the graphs, to test it)."""
         use_compile_cache()
         self.device = device
+        self.graphs = device.type == "cuda" if graphs is None else graphs
         # CUDA graphs remove the per-kernel launch cost that dominates a one-token step on a GPU;
         # on a CPU, inductor's C++ kernels are called directly and graphs do not apply.
-        mode = "reduce-overhead" if device.type == "cuda" else None
+        mode = "reduce-overhead" if self.graphs else None
         self._jit = torch.compile(decode_step, fullgraph=True, mode=mode)
-        self.pad_frames_to = frame_bucket(device)
-        self.artifact = artifact if device.type == "cpu" else None  # CUDA graphs: JIT only
+        self.pad_frames_to = CUDA_FRAME_BUCKET if self.graphs else 1
+        self.artifact = None if self.graphs else artifact  # graphs: recorded per process
         self._single: Callable[..., tuple[Tensor, Tensor]] | None = None
         self._marked = 0  # id() of the cross K/V last marked
         self.loaded_from_disk = False
 
     def _mark_dynamic(self, model: Moonshine) -> None:
         first = model.decoder.layers[0].cross_k
-        if id(first) == self._marked or self.pad_frames_to > 1:
-            return  # already marked, or bucketed (each bucket is a static shape)
+        if id(first) == self._marked:
+            return
         for layer in model.decoder.layers:
             for tensor in (layer.cross_k, layer.cross_v):
                 torch._dynamo.mark_dynamic(tensor, 2)
@@ -149,9 +149,14 @@ class CompiledStep:
         self, model: Moonshine, tokens: Tensor, input_pos: Tensor, allowed: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         args = (model, tokens, input_pos, allowed)
+        self._mark_dynamic(model)
+        if self.graphs:
+            # A CUDA-graph replay reuses its output memory: copy the (tiny) outputs out first.
+            torch.compiler.cudagraph_mark_step_begin()
+            token, logprob = self._jit(*args)
+            return token.clone(), logprob.clone()
         if tokens.shape[0] == 1 and allowed is None:
             if self._single is None:
                 self._load_or_build_single(model, args)
             return self._single(*args)
-        self._mark_dynamic(model)
         return self._jit(*args)

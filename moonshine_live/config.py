@@ -35,6 +35,9 @@ class DecodeConfig:
     """A 2-4 token phrase repeated this many times in a row ends the decode as a loop."""
     max_chunk_s: float = 20.0
     """Longer audio is cut at pauses into pieces at most this long (seconds)."""
+    batch_size: int = 8
+    """File work: pieces of a long file decoded together (same text as one by one; the decoder
+    reads each weight once per step for the whole batch)."""
     threads: int | None = None
     """torch intra-op threads; None keeps torch's default (one per core)."""
     compile: bool = False
@@ -66,6 +69,8 @@ class DecodeConfig:
             raise ConfigError(
                 f"DecodeConfig.max_chunk_s must be in [1, 30] seconds, got {self.max_chunk_s}"
             )
+        if not 1 <= self.batch_size <= 64:
+            raise ConfigError(f"DecodeConfig.batch_size must be in [1, 64], got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"DecodeConfig.threads must be >= 1, got {self.threads}")
         if self.weights not in WEIGHTS:

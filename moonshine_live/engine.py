@@ -213,7 +213,16 @@ class Engine:
             self._tasks.append(asyncio.create_task(reload, name="grammar"))
         load_ms = (time.monotonic() - started) * 1000
         device = str(getattr(self._transcriber, "device", "cpu"))
-        ready = Ready(t=0.0, load_ms=load_ms, device=device, source=_describe(self._source))
+        transcriber = self._transcriber
+        ready = Ready(
+            t=0.0,
+            load_ms=load_ms,
+            device=device,
+            source=_describe(self._source),
+            compiled=bool(getattr(transcriber, "compiled", False)),
+            warm_up_ms=float(getattr(transcriber, "warm_up_ms", 0.0)),
+            compiled_from_cache=bool(getattr(transcriber, "compiled_from_cache", False)),
+        )
         self._bus.emit(ready, sticky=True)
         self.ready.set()
 

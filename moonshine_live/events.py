@@ -41,6 +41,12 @@ class Ready(Event):
     """Time from engine start to ready (milliseconds)."""
     device: str
     source: str
+    compiled: bool = False
+    """Whether the decode step runs compiled (the fast path)."""
+    warm_up_ms: float = 0.0
+    """Part of `load_ms` spent compiling (or loading the compiled step) and warming up."""
+    compiled_from_cache: bool = False
+    """The compiled step was loaded from the on-disk cache (a warm start)."""
 
 
 @dataclass(frozen=True)

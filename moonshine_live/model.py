@@ -437,12 +437,12 @@ class Moonshine(nn.Module):
         """
         frames = features.shape[1]
         padding = -frames % pad_frames_to
+        if pad_frames_to > 1 and frame_mask is None:  # a mask always, so one graph fits all
+            frame_mask = torch.ones(
+                features.shape[0], frames, dtype=torch.bool, device=features.device
+            )
         if padding:
             features = F.pad(features, (0, 0, 0, padding))
-            if frame_mask is None:
-                frame_mask = torch.ones(
-                    features.shape[0], frames, dtype=torch.bool, device=features.device
-                )
             frame_mask = F.pad(frame_mask, (0, padding), value=False)
         for layer in self.decoder.layers:
             layer.cross_k, layer.cross_v = layer.cross_attn.project_kv(features)

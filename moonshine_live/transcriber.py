@@ -137,6 +137,11 @@ class Transcriber:
         """Whether decode steps run compiled (False after a failed compile fell back to eager)."""
         return isinstance(self._step, CompiledStep)
 
+    @property
+    def compiled_from_cache(self) -> bool:
+        """Whether the compiled step came from the on-disk cache (a warm start)."""
+        return isinstance(self._step, CompiledStep) and self._step.loaded_from_disk
+
     def warm_up(self) -> None:
         """Run one decode so compiling, allocation and kernel selection happen now, not on the
         first speech; afterwards an utterance of any length runs at full speed."""
@@ -216,12 +221,22 @@ class Transcriber:
     ) -> list[Transcript]:
         """Audio of any length, in order: each stretch of sound on its own (long silence
         around speech makes Moonshine return nothing), stretches over `max_chunk_s` cut at
-        pauses."""
+        pauses. Pieces are transcribed `batch_size` at a time, shortest first (little padding);
+        a batch gives each piece the text it gets alone."""
         audio = validate_audio(audio, sample_rate)
-        return [
-            self.transcribe(audio[start:end], t_start=start / SAMPLE_RATE)
-            for start, end in self.pieces_of(audio)
-        ]
+        pieces = self.pieces_of(audio)
+        by_length = sorted(range(len(pieces)), key=lambda i: pieces[i][1] - pieces[i][0])
+        results: list[Transcript | None] = [None] * len(pieces)
+        size = self.config.batch_size
+        for first in range(0, len(by_length), size):
+            batch = by_length[first : first + size]
+            texts = self.transcribe_batch(
+                [audio[pieces[i][0] : pieces[i][1]] for i in batch],
+                [pieces[i][0] / SAMPLE_RATE for i in batch],
+            )
+            for i, text in zip(batch, texts, strict=True):
+                results[i] = text
+        return [r for r in results if r is not None]
 
     def pieces_of(self, audio: np.ndarray) -> list[tuple[int, int]]:
         """[start, end) sample ranges `transcribe_long` transcribes; silence between is skipped.
