@@ -16,8 +16,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch._inductor.config
@@ -103,8 +103,9 @@ class CompiledStep:
         self._jit = torch.compile(decode_step, fullgraph=True, mode=mode)
         self.pad_frames_to = CUDA_FRAME_BUCKET if self.graphs else 1
         self.artifact = None if self.graphs else artifact  # graphs: recorded per process
-        self._single: Callable[..., tuple[Tensor, Tensor]] | None = None
-        self._marked = 0  # id() of the cross K/V last marked
+        self._single: Any = None  # torch's AOTCompiledFunction (experimental API)
+        self._marked = 0  # id() of the cross K/V last marked dynamic
+        self._checked = 0  # id() of the cross K/V the precompiled step's guards last passed
         self.loaded_from_disk = False
 
     def _mark_dynamic(self, model: Moonshine) -> None:
@@ -121,9 +122,7 @@ class CompiledStep:
     def _load_or_build_single(self, model: Moonshine, args: tuple) -> None:
         """The precompiled single-utterance step: from disk if a usable one is there, else built
         now and saved (atomically) for the next start."""
-        if self.artifact is None:
-            self._single = self._jit
-            return
+        assert self.artifact is not None
         if self.artifact.is_file():
             try:
                 with self.artifact.open("rb") as file:
@@ -149,14 +148,30 @@ class CompiledStep:
         self, model: Moonshine, tokens: Tensor, input_pos: Tensor, allowed: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         args = (model, tokens, input_pos, allowed)
-        self._mark_dynamic(model)
         if self.graphs:
+            self._mark_dynamic(model)
             # A CUDA-graph replay reuses its output memory: copy the (tiny) outputs out first.
             torch.compiler.cudagraph_mark_step_begin()
             token, logprob = self._jit(*args)
             return token.clone(), logprob.clone()
-        if tokens.shape[0] == 1 and allowed is None:
-            if self._single is None:
-                self._load_or_build_single(model, args)
-            return self._single(*args)
+        if tokens.shape[0] == 1 and allowed is None and self.artifact is not None:
+            return self._call_single(model, args)
+        self._mark_dynamic(model)
         return self._jit(*args)
+
+    def _call_single(self, model: Moonshine, args: tuple) -> tuple[Tensor, Tensor]:
+        """The precompiled step. Its guards (a few hundred tensor checks, about 0.5 ms) run on an
+        utterance's first step only: later steps change nothing the guards look at (same model
+        tensors, same cross K/V, token and position of fixed shape and dtype)."""
+        if self._single is None:
+            self._load_or_build_single(model, args)
+        assert self._single is not None
+        cross = id(model.decoder.layers[0].cross_k)
+        if cross != self._checked:
+            self._checked = 0
+            if not self._single.guard_check(*args):
+                _LOGGER.info("precompiled step does not fit this call; using the JIT step")
+                self._mark_dynamic(model)
+                return self._jit(*args)
+            self._checked = cross
+        return self._single.fn(*args)

@@ -231,6 +231,9 @@ def test_listen_file_json_events(cli, beckett_path) -> None:
     assert code == EXIT_OK, err
     events = [json.loads(line) for line in out.splitlines()]
     assert events[0]["type"] == "ready" and events[-1]["type"] == "stopped"
+    ready = events[0]
+    assert {"load_ms", "device", "source", "compiled", "warm_up_ms"} <= ready.keys()
+    assert ready["compiled"] is True  # listen runs the compiled step by default
     transcripts = [e for e in events if e["type"] == "transcript"]
     assert len(transcripts) >= 2
     for event in transcripts:
