@@ -2,37 +2,46 @@
 
 Why: the project exists to be fast on a CPU, so every speed claim needs the two obvious peers
 measured on the same machine, the same audio and the same greedy budget, and a check that all
-three produce the same tokens (a fast wrong answer is not a speed-up). Ours also runs with
-`DecodeConfig(weights="int8")` ("ours_int8", same clips, interleaved); its tokens are checked
-against ours in fp32 separately, since int8 may differ on a rare clip by design. The peers are
-transformers' `MoonshineForConditionalGeneration` on our converted weights and onnxruntime on the
-moonshine-cpp wheel's original `.ort` files (the reference runtime, shared/notes/weights.md).
+three produce the same tokens (a fast wrong answer is not a speed-up). "ours" is what the live
+engine runs, `DecodeConfig(compile=True)`: the compiled decode step with the checkpoint's int8
+decoder weights (bit-identical weights, so the same tokens); "ours_eager" is `DecodeConfig()`, the
+eager float model, so the gain of the fast path stays visible. The peers are transformers'
+`MoonshineForConditionalGeneration` on our converted weights and onnxruntime on the moonshine-cpp
+wheel's original `.ort` files (the reference runtime, shared/notes/weights.md). All four must give
+the same tokens on every clip and repeat; the table ends with the project's targets, met or not.
 
 Clips are prefixes of the wheel's beckett.wav cut at the quietest 100 ms in the second half of
 each target length and zero padded to it; a target of about the file's length is the whole file.
 Runs are interleaved (every repeat visits every clip, implementations in rotated order) so slow
-drift of the machine hits all three alike, with a short pause after each call so one runtime's
+drift of the machine hits all of them alike, with a short pause after each call so one runtime's
 still-spinning threads do not slow the next; the table shows medians.
 
+`--profile` adds, for the 2 s clip, where ours spends its time: the encoder's stem and its layers,
+the cross-attention K/V prefill, the decode steps, and the rest (Python, the greedy loop), timed
+with `time.perf_counter` around each call (medians of `--repeats` runs).
+
     python benchmarks/transcribe.py [--repeats 7] [--threads N] [--durations 1,2,4,10]
-                                    [--skip-onnx] [--skip-transformers] [--skip-int8]
-                                    [--json [PATH]]
+                                    [--skip-onnx] [--skip-transformers] [--skip-eager]
+                                    [--profile] [--json [PATH]]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
+from unittest import mock
 
 import numpy as np
 import soundfile
@@ -54,6 +63,7 @@ BUSY_FRACTION = 0.1  # CPU busy this much in the second before we start: someone
 SETTLE_S = 0.2  # pause after each call: ORT's spinning threads slow the next torch call ~2x
 FILE_SLACK_S = 0.1  # a target within this of the file's length (10 s vs 9.96 s) is the file
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")  # cpuinfo flags
+PROFILE_CLIP = "2s"  # --profile breaks down the typical command's length
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,24 @@ class Run:
     decode_ms: float | None = None
     steps: int | None = None  # decoder steps, the end-of-text step included
 
+
+@dataclass(frozen=True)
+class Target:
+    """A goal of the project: a median column of one clip's row (every clip's when clip is None)
+    at most `limit`."""
+
+    clip: str | None
+    column: str
+    limit: float
+    label: str
+
+
+TARGETS = (
+    Target("2s", "ours_over_hf", 0.4, "2 s command: ours/transformers"),
+    Target("2s", "ours_over_ort", 0.2, "2 s command: ours/onnxruntime"),
+    Target("10s", "ours_over_hf", 0.5, "10 s: ours/transformers"),
+    Target(None, "dec_ms_per_tok", 6.0, "decoder ms/token"),
+)
 
 Runner = Callable[[np.ndarray, int], Run]  # (audio, max_new_tokens) -> Run
 
@@ -227,16 +255,12 @@ def measure(
     return runs
 
 
-def check_tokens(
-    runs: dict[str, dict[str, list[Run]]], clips: list[Clip], names: list[str] | None = None
-) -> bool:
+def check_tokens(runs: dict[str, dict[str, list[Run]]], clips: list[Clip]) -> bool:
     """Print a MISMATCH line for every clip where implementations (or repeats) disagree."""
     ok = True
     for clip in clips:
         reference = runs["ours"][clip.name][0].tokens
         for name, per_clip in runs.items():
-            if names is not None and name not in names:
-                continue
             for other in {r.tokens for r in per_clip[clip.name]} - {reference}:
                 ok = False
                 print(f"MISMATCH {clip.name}: ours {list(reference)} vs {name} {list(other)}")
@@ -251,41 +275,125 @@ def median(values: list[float | None]) -> float:
 def summarize(runs: dict[str, dict[str, list[Run]]], clip: Clip) -> dict[str, float]:
     ours = runs["ours"][clip.name]
     row = {f"{name}_ms": median([r.total_ms for r in per[clip.name]]) for name, per in runs.items()}
+    nan = float("nan")
     row |= {
         "audio_s": clip.seconds,
         "tokens": len(ours[0].tokens),
         "steps": ours[0].steps,
         "ours_enc_ms": median([r.encode_ms for r in ours]),
         "ours_dec_ms": median([r.decode_ms for r in ours]),
-        "ms_per_token": median([r.decode_ms / r.steps for r in ours if r.steps]),
+        "dec_ms_per_tok": _ms_per_step(ours),
+        "ours_over_eager": row["ours_ms"] / row.get("ours_eager_ms", nan),
+        "ours_over_hf": row["ours_ms"] / row.get("transformers_ms", nan),
+        "ours_over_ort": row["ours_ms"] / row.get("onnx_ms", nan),
     }
-    if "ours_int8" in runs:
-        int8 = runs["ours_int8"][clip.name]
-        row["int8_ms_per_token"] = median([r.decode_ms / r.steps for r in int8 if r.steps])
-        row["int8_enc_ms"] = median([r.encode_ms for r in int8])
-        row["int8_same_tokens"] = all(r.tokens == ours[0].tokens for r in int8)
+    if "ours_eager" in runs:
+        eager = runs["ours_eager"][clip.name]
+        row["eager_enc_ms"] = median([r.encode_ms for r in eager])
+        row["eager_dec_ms_per_tok"] = _ms_per_step(eager)
     return row
+
+
+def _ms_per_step(runs: list[Run]) -> float:
+    """Median decode_ms / decoder steps (end-of-text step included, cross K/V prefill too)."""
+    return median([r.decode_ms / r.steps for r in runs if r.decode_ms is not None and r.steps])
 
 
 def print_table(rows: dict[str, dict[str, float]]) -> None:
     print(
-        f"{'clip':<6}{'audio_s':>8}{'tokens':>7}{'steps':>6}{'ours_ms':>9}{'hf_ms':>8}"
-        f"{'ort_ms':>8}{'ours/hf':>8}{'ours/ort':>9}{'ours_enc_ms':>12}{'ours_dec_ms':>12}"
-        f"{'ms/token':>9}{'int8_ms':>9}{'int8/hf':>8}{'int8_ms/tok':>12}{'int8_same':>10}"
+        f"{'clip':<6}{'audio_s':>8}{'tokens':>7}{'steps':>6}{'ours_ms':>9}{'eager_ms':>9}"
+        f"{'hf_ms':>8}{'ort_ms':>8}{'ours/eager':>11}{'ours/hf':>8}{'ours/ort':>9}"
+        f"{'enc_ms':>8}{'dec_ms':>8}{'dec_ms/tok':>11}{'eager_ms/tok':>13}"
     )
     nan = float("nan")
     for name, row in rows.items():
-        hf, ort = row.get("transformers_ms", nan), row.get("onnx_ms", nan)
-        int8 = row.get("ours_int8_ms", nan)
-        same = "yes" if row.get("int8_same_tokens") else "NO"
-        same = same if "int8_same_tokens" in row else "-"
+        eager, hf, ort = (row.get(f"{n}_ms", nan) for n in ("ours_eager", "transformers", "onnx"))
         print(
             f"{name:<6}{row['audio_s']:>8.3f}{row['tokens']:>7}{row['steps']:>6}"
-            f"{row['ours_ms']:>9.1f}{hf:>8.1f}{ort:>8.1f}{row['ours_ms'] / hf:>8.2f}"
-            f"{row['ours_ms'] / ort:>9.2f}{row['ours_enc_ms']:>12.1f}{row['ours_dec_ms']:>12.1f}"
-            f"{row['ms_per_token']:>9.1f}{int8:>9.1f}{int8 / hf:>8.2f}"
-            f"{row.get('int8_ms_per_token', nan):>12.1f}{same:>10}"
+            f"{row['ours_ms']:>9.1f}{eager:>9.1f}{hf:>8.1f}{ort:>8.1f}"
+            f"{row['ours_over_eager']:>11.2f}{row['ours_over_hf']:>8.2f}{row['ours_over_ort']:>9.2f}"
+            f"{row['ours_enc_ms']:>8.1f}{row['ours_dec_ms']:>8.1f}{row['dec_ms_per_tok']:>11.2f}"
+            f"{row.get('eager_dec_ms_per_tok', nan):>13.2f}"
         )
+
+
+def check_targets(rows: dict[str, dict[str, float]]) -> dict[str, bool]:
+    """Print each target's value per clip with "met" / "not met"; returns label -> met."""
+    print("targets:")
+    results = {}
+    for target in TARGETS:
+        for clip, row in rows.items():
+            if target.clip not in (None, clip):
+                continue
+            value = row.get(target.column, float("nan"))
+            label = f"{target.label} ({clip})" if target.clip is None else target.label
+            if math.isnan(value):  # a peer was skipped
+                verdict = "not measured"
+            else:
+                results[label] = value <= target.limit
+                verdict = "met" if results[label] else "not met"
+            print(f"  {label:<36}{value:>7.2f}  <= {target.limit:<4g} {verdict}")
+    return results
+
+
+def profile(transcriber: Transcriber, clip: Clip, repeats: int) -> dict[str, float]:
+    """Medians over `repeats` transcriptions of `clip` of where the time goes (ms).
+
+    The stem, the encoder (its layers, rotary tables and final norm), the cross K/V prefill and
+    every decode step are timed by wrapping them for the duration; "rest" is the call's wall
+    time minus all of those: tensor conversion, the greedy loop's Python, the budget, detokenizing.
+    """
+    model = transcriber.model
+    parts: dict[str, list[float]] = {}
+    rows: list[dict[str, float]] = []
+
+    def timed(name: str, call: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            result = call(*args, **kwargs)
+            parts.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+            return result
+
+        return wrapper
+
+    patches = (
+        (model.encoder.stem, "forward", "stem"),
+        (model.encoder, "forward", "encoder_layers"),
+        (model, "prefill_cross", "cross_prefill"),
+        (transcriber, "_step", "steps"),
+    )
+    with ExitStack() as stack:
+        for owner, attribute, name in patches:
+            call = timed(name, getattr(owner, attribute))
+            stack.enter_context(mock.patch.object(owner, attribute, call))
+        for _ in range(repeats + 1):  # the first run warms the wrappers' path
+            parts.clear()
+            started = time.perf_counter()
+            transcriber.transcribe(clip.audio)
+            total_ms = (time.perf_counter() - started) * 1000
+            row = {name: sum(values) for name, values in parts.items()}
+            row |= {
+                "total": total_ms,
+                "rest": total_ms - sum(row.values()),
+                "n_steps": len(parts["steps"]),
+                "step_mean": row["steps"] / len(parts["steps"]),
+            }
+            rows.append(row)
+    return {key: statistics.median(r[key] for r in rows[1:]) for key in rows[0]}
+
+
+def print_profile(breakdown: dict[str, float], clip: Clip, repeats: int) -> None:
+    total = breakdown["total"]
+    print(f"where ours spends the {clip.name} clip (median of {repeats} runs, ms):")
+    for name, label in (
+        ("stem", "encoder stem (convs, group norm)"),
+        ("encoder_layers", "encoder layers (+ rotary, final norm)"),
+        ("cross_prefill", "cross-attention K/V prefill"),
+        ("steps", f"decode steps ({breakdown['n_steps']:.0f} x {breakdown['step_mean']:.2f} ms)"),
+        ("rest", "rest (Python, greedy loop, tokenizer)"),
+    ):
+        print(f"  {label:<44}{breakdown[name]:>8.1f}  {breakdown[name] / total:>4.0%}")
+    print(f"  {'total (transcribe)':<44}{total:>8.1f}")
 
 
 def machine_info(onnx_threads: int) -> dict[str, object]:
@@ -329,7 +437,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--durations", default="1,2,4,10", help="clip lengths (seconds)")
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--skip-transformers", action="store_true")
-    parser.add_argument("--skip-int8", action="store_true", help="no ours_int8 runs")
+    parser.add_argument("--skip-eager", action="store_true", help="no ours_eager runs")
+    parser.add_argument(
+        "--profile", action="store_true", help=f"break down ours on the {PROFILE_CLIP} clip"
+    )
     parser.add_argument(
         "--json", nargs="?", const="-", metavar="PATH", help="also dump raw numbers (- = stdout)"
     )
@@ -340,13 +451,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_runners(args: argparse.Namespace, transcriber: Transcriber) -> dict[str, Runner]:
-    """Ours always; the peers unless skipped, with ORT on as many threads as torch."""
+    """Ours always; the eager float model and the peers unless skipped, ORT on torch's threads."""
     config = transcriber.model.config
     bos, eos = config.decoder_start_token_id, config.eos_token_id
     runners = {"ours": ours_runner(transcriber)}
-    if not args.skip_int8:
-        int8 = Transcriber(DecodeConfig(threads=args.threads, weights="int8"))
-        runners["ours_int8"] = ours_runner(int8)
+    if not args.skip_eager:
+        runners["ours_eager"] = ours_runner(Transcriber(DecodeConfig(threads=args.threads)))
     if not args.skip_transformers:
         runners["transformers"] = transformers_runner(transcriber.checkpoint, bos, eos)
     if not args.skip_onnx:
@@ -363,35 +473,65 @@ def print_clips(clips: list[Clip], budgets: list[int], source: Path) -> None:
         )
 
 
+def ours_info(transcriber: Transcriber) -> dict[str, object]:
+    """How ours started: compiled or not (a failed compile falls back to eager), from disk."""
+    return {
+        "ours_compiled": transcriber.compiled,
+        "ours_step_from_disk": getattr(transcriber._step, "loaded_from_disk", False),
+        "ours_load_ms": round(transcriber.load_ms),
+        "ours_warm_up_ms": round(transcriber.warm_up_ms),
+    }
+
+
+def graphs_compiled() -> int:
+    """Graphs dynamo has compiled in this process so far (a rise after warm-up = a recompile)."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     busy_before = cpu_busy_fraction()
-    transcriber = Transcriber(DecodeConfig(threads=args.threads))
+    transcriber = Transcriber(DecodeConfig(threads=args.threads, compile=True))
     runners = build_runners(args, transcriber)
     info = machine_info(torch.get_num_threads()) | {"cpu_busy_at_start": round(busy_before, 2)}
+    info |= ours_info(transcriber)
     print("  ".join(f"{key}={value}" for key, value in info.items()))
+    if not transcriber.compiled:
+        print("WARNING: the decode step did not compile; 'ours' ran eagerly (see the log)")
 
     sample = locate_moonshine_cpp_files().sample_wav
     clips = make_clips(sample, [float(d) for d in args.durations.split(",")])
     budgets = [transcriber.budget(len(clip.audio)) for clip in clips]
     print_clips(clips, budgets, sample)
 
+    graphs_before = graphs_compiled()
     runs = measure(runners, clips, budgets, args.repeats)
     for clip in clips:
         ours = runs["ours"][clip.name][0]
         print(f"  {clip.name:<5} {list(ours.tokens)} {transcriber.tokenizer.decode(ours.tokens)!r}")
-    peers = [name for name in runs if name != "ours_int8"]
-    same = check_tokens(runs, clips, peers)
-    print(f"tokens identical across implementations and repeats: {'yes' if same else 'NO'}")
-    if "ours_int8" in runs:
-        same_int8 = check_tokens(runs, clips, ["ours_int8"])
-        print(f"ours_int8 tokens identical to ours (fp32): {'yes' if same_int8 else 'NO'}")
+    same = check_tokens(runs, clips)
+    print(f"tokens identical across {', '.join(runs)} and repeats: {'yes' if same else 'NO'}")
     print(f"medians of {args.repeats} interleaved runs after one warm-up run per clip:")
     rows = {clip.name: summarize(runs, clip) for clip in clips}
     print_table(rows)
-    print("ms/token = ours decode_ms / decoder steps (end-of-text step included); int8_* columns")
-    print("are the same for DecodeConfig(weights='int8'); int8_same: its tokens == ours fp32")
+    print(
+        "ours = DecodeConfig(compile=True) (compiled step, int8 decoder weights); eager = "
+        "DecodeConfig();\ndec_ms/tok = decode_ms / decoder steps (end-of-text step and the "
+        "cross K/V prefill included)"
+    )
+    targets = check_targets(rows)
+    breakdown = None
+    if args.profile:
+        clip = next((c for c in clips if c.name == PROFILE_CLIP), None)
+        if clip is None:
+            print(f"--profile: no {PROFILE_CLIP} clip in --durations")
+        else:
+            breakdown = profile(transcriber, clip, args.repeats)
+            print_profile(breakdown, clip, args.repeats)
+    info["graphs_compiled_after_start"] = recompiled = graphs_compiled() - graphs_before
+    if recompiled:
+        print(f"WARNING: {recompiled} graph(s) compiled after start-up (a recompile)")
     print(f"total wall time {time.perf_counter() - started:.1f} s")
     busy_after = info["cpu_busy_at_end"] = round(cpu_busy_fraction(), 2)
     if max(busy_before, busy_after) > BUSY_FRACTION:
@@ -400,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{busy_after:.0%} after it: numbers are noisy"
         )
     if args.json:
-        dump_json(args.json, info, clips, budgets, runs, rows)
-    return 0
+        extra = {"tokens_identical": same, "targets_met": targets, "profile": breakdown}
+        dump_json(args.json, info, clips, budgets, runs, rows, extra)
+    return 0 if same else 1
 
 
 def dump_json(
@@ -411,9 +552,11 @@ def dump_json(
     budgets: list[int],
     runs: dict[str, dict[str, list[Run]]],
     rows: dict[str, dict[str, float]],
+    extra: dict[str, object],
 ) -> None:
     payload = {
         "machine": info,
+        **extra,
         "clips": [
             {"name": c.name, "audio_s": c.seconds, "cut_s": c.speech_s, "max_new_tokens": b}
             for c, b in zip(clips, budgets, strict=True)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ _LOGGER = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "compiled"
 """Inductor's cache (kernels, graphs) under `embedded.cache_root()`."""
+STEP_SOURCES = ("decoding.py", "model.py", "quantized.py", "compiled.py")
+"""The modules whose code a compiled step holds: part of the precompiled step's file name."""
 CUDA_FRAME_BUCKET = 64
 """CUDA graphs need fixed shapes: cross K/V are padded to a multiple of this many frames
 (about 1.5 s of audio), so a 20 s chunk needs at most 14 recorded graphs."""
@@ -56,6 +59,11 @@ def use_compile_cache(directory: Path | None = None) -> Path:
     os.environ.setdefault(
         "TRITON_CACHE_DIR", str(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / "triton")
     )
+    if os.environ.get("TORCHINDUCTOR_VEC_ISA_OK") is None:
+        # Inductor otherwise proves each CPU vector ISA on every start by building and loading a
+        # probe library in a subprocess (2-3 s); the CPU's own feature flags already say which
+        # ISAs exist, and a build that fails anyway falls back to the eager step.
+        torch._inductor.config.cpp.vec_isa_ok = True
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
@@ -67,13 +75,24 @@ def precompiled_step_path(
     from . import __version__
 
     config = checkpoint.config
+    sources = hashlib.sha256()
+    for module in STEP_SOURCES:  # an edited source (editable install) must not load stale code
+        sources.update((Path(__file__).parent / module).read_bytes())
     key = json.dumps(
-        [dataclasses.asdict(config), str(dtype), device.type, int8, torch.__version__, __version__],
+        [
+            dataclasses.asdict(config), str(dtype), device.type, int8,
+            torch.__version__, __version__, sources.hexdigest(),
+        ],
         sort_keys=True,
         default=str,
-    )
+    )  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return compile_cache_dir() / f"decode-step-{digest}.bin"
+
+
+def _NO_TENSOR() -> None:
+    """A dead weak reference: nothing marked or checked yet."""
+    return None
 
 
 class CompiledStep:
@@ -104,20 +123,20 @@ class CompiledStep:
         self.pad_frames_to = CUDA_FRAME_BUCKET if self.graphs else 1
         self.artifact = None if self.graphs else artifact  # graphs: recorded per process
         self._single: Any = None  # torch's AOTCompiledFunction (experimental API)
-        self._marked = 0  # id() of the cross K/V last marked dynamic
-        self._checked = 0  # id() of the cross K/V the precompiled step's guards last passed
+        self._marked = _NO_TENSOR  # the cross K/V last marked dynamic (weak reference)
+        self._checked = _NO_TENSOR  # the cross K/V the precompiled step's guards last passed
         self.loaded_from_disk = False
 
     def _mark_dynamic(self, model: Moonshine) -> None:
         first = model.decoder.layers[0].cross_k
-        if id(first) == self._marked:
+        if self._marked() is first:
             return
         for layer in model.decoder.layers:
             for tensor in (layer.cross_k, layer.cross_v):
                 torch._dynamo.mark_dynamic(tensor, 2)
         if model.decoder.cross_mask is not None:
             torch._dynamo.mark_dynamic(model.decoder.cross_mask, 3)
-        self._marked = id(first)
+        self._marked = weakref.ref(first)
 
     def _load_or_build_single(self, model: Moonshine, args: tuple) -> None:
         """The precompiled single-utterance step: from disk if a usable one is there, else built
@@ -166,12 +185,12 @@ class CompiledStep:
         if self._single is None:
             self._load_or_build_single(model, args)
         assert self._single is not None
-        cross = id(model.decoder.layers[0].cross_k)
-        if cross != self._checked:
-            self._checked = 0
+        cross = model.decoder.layers[0].cross_k
+        if self._checked() is not cross:
+            self._checked = _NO_TENSOR
             if not self._single.guard_check(*args):
                 _LOGGER.info("precompiled step does not fit this call; using the JIT step")
                 self._mark_dynamic(model)
                 return self._jit(*args)
-            self._checked = cross
+            self._checked = weakref.ref(cross)
         return self._single.fn(*args)
