@@ -4,7 +4,7 @@ Prints p50/p95 of end-of-speech -> transcript (and -> command) latency, the real
 transcription, and the engine's CPU use while the input is silent (goal: a few percent of one
 core). The recording is the bundled demo (12 spoken commands, 36 s) repeated, or any file.
 
-    python benchmarks/live.py [--repeat 2] [--silence-s 20] [--file F] [--fast]
+    python benchmarks/live.py [--repeat 2] [--silence-s 20] [--file F] [--fast] [--eager]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from moonshine_live.actions import ActionConfig
 from moonshine_live.audio import SAMPLE_RATE, load_audio
 from moonshine_live.commands import CommandConfig
+from moonshine_live.config import DecodeConfig
 from moonshine_live.engine import Engine, EngineConfig
 from moonshine_live.events import Event
 from moonshine_live.sources import ArraySource
@@ -73,7 +74,10 @@ async def main(args: argparse.Namespace) -> None:
     speech = np.concatenate([np.concatenate([clip, gap]) for _ in range(args.repeat)])
     rng = np.random.default_rng(0)
     silence = rng.normal(0, 3e-4, int(args.silence_s * SAMPLE_RATE)).astype(np.float32)
-    transcriber = Transcriber()
+    # the engine's own model settings (compiled decode step) unless --eager
+    transcriber = Transcriber(DecodeConfig() if args.eager else EngineConfig().decode)
+    print(f"model: {'eager float' if args.eager else 'compiled (the engine default)'}; "
+          f"ready after {transcriber.load_ms + transcriber.warm_up_ms:.0f} ms")  # fmt: skip
     grammars = () if args.no_grammar else ("desktop", "home")
     print(f"replaying {len(speech) / SAMPLE_RATE:.0f} s of {source} "
           f"({'as fast as possible' if args.fast else 'in real time'})")  # fmt: skip
@@ -93,4 +97,5 @@ if __name__ == "__main__":
     parser.add_argument("--silence-s", type=float, default=20.0, help="silent stretch (seconds)")
     parser.add_argument("--fast", action="store_true", help="no real-time pacing")
     parser.add_argument("--no-grammar", action="store_true", help="transcripts only")
+    parser.add_argument("--eager", action="store_true", help="eager float model, not compiled")
     asyncio.run(main(parser.parse_args()))
