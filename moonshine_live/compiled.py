@@ -154,6 +154,11 @@ class CompiledStep:
                 _LOGGER.info("%s does not fit this model; compiling again", self.artifact)
             except Exception as exc:  # stale or foreign artifact: rebuild it
                 _LOGGER.info("cannot load %s (%s); compiling again", self.artifact, exc)
+        _LOGGER.warning(
+            "compiling the decode step for this machine (about a minute on 2 cores, once; "
+            "later starts load it from %s)",
+            self.artifact.parent,
+        )
         self._mark_dynamic(model)
         built = self._jit.aot_compile((args, {}))
         self.artifact.parent.mkdir(parents=True, exist_ok=True)
