@@ -114,7 +114,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser, compile_default: bool)
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=compile_default,
-        help="compile the decode step (2-3x faster per token; about a minute once per "
+        help="compile the decode step (about 2x faster per token; about a minute once per "
         "machine, a few seconds per start) (default: %(default)s)",
     )
 

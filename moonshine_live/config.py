@@ -41,7 +41,7 @@ class DecodeConfig:
     threads: int | None = None
     """torch intra-op threads; None keeps torch's default (one per core)."""
     compile: bool = False
-    """Compile the decode step with torch.compile: about 2-3x less time per token. Costs a
+    """Compile the decode step with torch.compile: about half the time per token. Costs a
     one-time build (about a minute on a 2-core CPU, then cached on disk) and a few seconds per
     start; the live engine turns it on, one-off file work leaves it off."""
     weights: str = "auto"

@@ -53,7 +53,7 @@ class EngineConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(compile=True))
     """The live engine compiles its decode step: slower start (seconds, once cached), then
-    every utterance decodes 2-3x faster."""
+    every utterance decodes about 2x faster."""
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     commands: CommandConfig = field(default_factory=CommandConfig)
     """Grammars and actions; with no grammar the engine only transcribes."""
