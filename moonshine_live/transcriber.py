@@ -87,9 +87,9 @@ class Transcriber:
 
     def __init__(self, config: DecodeConfig | None = None, *, warm_up: bool = True) -> None:
         self.config = config or DecodeConfig()
-        # One setting for encoder and decoder: measured 2026-11-24 (2-core EPYC, quiet), 2 threads
-        # vs 1 take the 10 s encoder from 752 to 415 ms, and leave a decode step unchanged (fp32
-        # 30.8 vs 30.7 ms, int8 20.8 vs 21.5 ms), so a per-phase split would gain nothing.
+        # One setting for encoder and decoder: 2 threads vs 1 take the 10 s encoder from 752 to
+        # 415 ms (2026-11-24, 2-core EPYC), and the compiled int8 decode step from 10-14 to 6-8 ms
+        # (2026-12-01, 2-core Xeon): both phases want every core, so no per-phase split.
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self.device = pick_device(self.config.device)
