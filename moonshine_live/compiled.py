@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import weakref
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,22 @@ def use_compile_cache(directory: Path | None = None) -> Path:
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
+def _vector_isa(device: torch.device) -> str:
+    """The vector instruction set inductor builds CPU kernels for (e.g. "avx2", "avx512 ...")."""
+    if device.type != "cpu":
+        return ""
+    use_compile_cache()  # the ISA check below must see our settings
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    return str(pick_vec_isa())
+
+
 def precompiled_step_path(
     checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, int8: bool
 ) -> Path:
-    """The precompiled step's file: one per model shape, weights form, device type, dtype and
-    torch/package version (a mismatch is also caught by the artifact's own guards)."""
+    """The precompiled step's file: one per model shape, weights form, device type, dtype,
+    torch/package version, step sources and CPU vector ISA (the artifact's own guards catch a
+    wrong model, but not code or a CPU it was not built for)."""
     from . import __version__
 
     config = checkpoint.config
@@ -82,6 +94,8 @@ def precompiled_step_path(
         [
             dataclasses.asdict(config), str(dtype), device.type, int8,
             torch.__version__, __version__, sources.hexdigest(),
+            # kernels built for one CPU's vector units crash another's (a shared home directory)
+            platform.machine(), _vector_isa(device),
         ],
         sort_keys=True,
         default=str,
