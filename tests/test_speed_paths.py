@@ -329,6 +329,27 @@ def test_padded_cross_kv_command_clips(reference):
 
 
 @pytest.mark.needs_weights
+@pytest.mark.slow
+def test_cuda_graph_configuration_on_cpu(beckett):
+    """The CUDA configuration (float16, `mode="reduce-overhead"`, frames padded to buckets behind
+    a mask, outputs copied after each replay), run on the CPU where CUDA graphs do not apply:
+    the eager float16 tokens, one graph for every length."""
+    half = Transcriber(DecodeConfig(dtype="float16"), warm_up=False)
+    assert half.model.decoder.norm.weight.dtype == torch.float16
+    step = CompiledStep(torch.device("cpu"), graphs=True)
+    assert step.pad_frames_to == 64 and step.artifact is None
+    graphs = None
+    for seconds in (2.0, 9.0, 3.1):
+        audio = beckett[: round(seconds * SAMPLE_RATE)].astype(np.float16)
+        eager = decode(half, audio, decode_step)
+        assert decode(half, audio, step, pad_frames_to=step.pad_frames_to).tokens == eager.tokens
+        assert eager.tokens
+        if graphs is None:
+            graphs = unique_graphs()  # after the first (the only) compile
+    assert unique_graphs() == graphs, "a new length compiled a new graph"
+
+
+@pytest.mark.needs_weights
 def test_allowed_mask_in_decode_step(reference, beckett):
     """Teacher-forced along beckett: an all-True mask changes nothing, and a step only ever
     picks an allowed token, even when the unmasked choice is forbidden."""
