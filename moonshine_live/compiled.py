@@ -140,7 +140,6 @@ class CompiledStep:
         self._marked = _NO_TENSOR  # the cross K/V last marked dynamic (weak reference)
         self._checked = _NO_TENSOR  # the cross K/V the precompiled step's guards last passed
         self.loaded_from_disk = False
-        self._preloaded: Any = None  # None: not read yet; False: none usable on disk
 
     def _mark_dynamic(self, model: Moonshine) -> None:
         first = model.decoder.layers[0].cross_k
@@ -153,32 +152,23 @@ class CompiledStep:
             torch._dynamo.mark_dynamic(model.decoder.cross_mask, 3)
         self._marked = weakref.ref(first)
 
-    def preload(self) -> None:
-        """Read the precompiled step from disk, if there is one; needs no model, so it can run
-        in a thread while the weights load. Problems are left for the first call to handle."""
-        if self.artifact is None or self._preloaded is not None or not self.artifact.is_file():
-            return
-        try:
-            # the grad mode of the steps it will run: a loader's global state is part of its guards
-            with self.artifact.open("rb") as file, torch.inference_mode():
-                self._preloaded = torch.compiler.load_compiled_function(
-                    file, f_globals=decode_step.__globals__
-                )
-        except Exception as exc:  # stale or foreign artifact: rebuilt at the first call
-            _LOGGER.info("cannot load %s (%s); compiling again", self.artifact, exc)
-            self._preloaded = False
-
     def _load_or_build_single(self, model: Moonshine, args: tuple) -> None:
         """The precompiled single-utterance step: from disk if a usable one is there, else built
         now and saved (atomically) for the next start."""
         assert self.artifact is not None
-        self.preload()
-        loaded, self._preloaded = self._preloaded, False
-        if loaded:
-            if loaded.guard_check(*args):
-                self._single, self.loaded_from_disk = loaded, True
-                return
-            _LOGGER.info("%s does not fit this model; compiling again", self.artifact)
+        if self.artifact.is_file():
+            try:
+                # in the grad mode of the steps it will run: a loader's global state is guarded
+                with self.artifact.open("rb") as file, torch.inference_mode():
+                    loaded = torch.compiler.load_compiled_function(
+                        file, f_globals=decode_step.__globals__
+                    )
+                if loaded.guard_check(*args):
+                    self._single, self.loaded_from_disk = loaded, True
+                    return
+                _LOGGER.info("%s does not fit this model; compiling again", self.artifact)
+            except Exception as exc:  # stale or foreign artifact: rebuild it
+                _LOGGER.info("cannot load %s (%s); compiling again", self.artifact, exc)
         _LOGGER.warning(
             "compiling the decode step for this machine (about a minute on 2 cores, once; "
             "later starts load it from %s)",

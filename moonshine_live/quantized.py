@@ -47,8 +47,13 @@ class QuantizedTensor:
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Float weights; computed in float32 (exact up to one rounding), then cast."""
-        weight = (self.q.to(torch.float32) - self.zero_point) * self.scale
-        return weight.to(dtype)
+        return dequantize_int8(self.q, self.zero_point, self.scale).to(dtype)
+
+
+def dequantize_int8(q: torch.Tensor, zero_point: float, scale: float) -> torch.Tensor:
+    """`(q - zero_point) * scale` in float32: the one formula every int8 reader uses, so weights
+    dequantized at load time, inside a compiled kernel or row by row are bit-identical."""
+    return (q.to(torch.float32) - zero_point) * scale
 
 
 Weights = dict[str, torch.Tensor | QuantizedTensor]
@@ -135,8 +140,8 @@ def _name_list(names: list[str], limit: int = 8) -> str:
 class Int8WeightLinear(torch.nn.Module):
     """`y = x @ W.T + b` with W kept as the int8 values: `W = (q - zero_point) * scale`.
 
-    Weight-only: activations and arithmetic stay float32, and W is rebuilt with the very float32
-    operations `QuantizedTensor.dequantize` uses, so the weights are bit-identical to the float
+    Weight-only: activations and arithmetic stay float32, and W is rebuilt by `dequantize_int8`,
+    the function the float model's weights come from, so the weights are bit-identical to the float
     model's. Under `torch.compile` on CPU the product is written as a multiply-and-sum, which
     inductor fuses with the dequantization into one reduction kernel that reads one byte per weight
     (a decoder step is bound by weight traffic: 4x less of it). Eager falls back to dequantize +
@@ -156,7 +161,7 @@ class Int8WeightLinear(torch.nn.Module):
 
     def weight(self) -> torch.Tensor:
         """The float32 weight, exactly as the float model holds it."""
-        return (self.q.to(torch.float32) - self.zero_point) * self.scale
+        return dequantize_int8(self.q, self.zero_point, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() and x.device.type == "cpu":
@@ -181,8 +186,7 @@ class Int8Embedding(torch.nn.Module):
         return self.table.weight()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        rows = self.table.q[tokens].to(torch.float32)
-        return (rows - self.table.zero_point) * self.table.scale
+        return dequantize_int8(self.table.q[tokens], self.table.zero_point, self.table.scale)
 
 
 def read_quantized(flat: Mapping[str, torch.Tensor]) -> dict[str, QuantizedTensor]:
