@@ -165,13 +165,25 @@ class Int8WeightLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() and x.device.type == "cpu":
-            y = (x.unsqueeze(-2) * self.weight()).sum(-1)
+            y = (_stored(x).unsqueeze(-2) * self.weight()).sum(-1)
         else:
             y = torch.nn.functional.linear(x, self.weight())
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+def _stored(x: torch.Tensor) -> torch.Tensor:
+    """`x` written to memory once before a compiled reduction reads it, instead of recomputed.
+
+    Inductor inlines a cheap elementwise producer (a layer norm's scale and shift) into each
+    consumer: inside a matrix-vector product that means once per output row, which made the
+    32768-row head 1.4x slower (1.39 vs 0.96 ms, 2026-12-01). Its stride-order prim makes it
+    store the producer's result; outside inductor the prim is a no-op.
+    """
+    force = getattr(torch.ops.prims, "inductor_force_stride_order", None)
+    return x if force is None else force(x, x.stride())
 
 
 class Int8Embedding(torch.nn.Module):
