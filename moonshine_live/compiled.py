@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 import torch._inductor.config
-import torch._inductor.inductor_prims  # noqa: F401  (registers the prim `quantized._stored` uses)
+import torch._inductor.inductor_prims  # registers the prim `quantized._stored` uses
 from torch import Tensor
 
 from .decoding import decode_step
