@@ -10,6 +10,7 @@ cheap to load). Compiling costs tens of seconds, so only the slow tests build a 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -391,3 +392,35 @@ def test_logit_filter_constrains_greedy_decode(reference, beckett):
     constrained = decode(reference, beckett, decode_step, logit_filter=narrow)
     assert set(constrained.tokens) <= set(narrow.allowed_ids)
     assert constrained.tokens[0] == BECKETT_TOKENS[0]
+
+
+# -- start-up: inductor's CPU vector ISA probes --------------------------------------------------
+
+
+def test_probe_library_loads_in_process(tmp_path):
+    """The in-process probe accepts a loadable shared library and rejects anything else."""
+    from moonshine_live.compiled import _load_probe_library
+
+    not_a_library = tmp_path / "probe.so"
+    not_a_library.write_bytes(b"\x7fELF but not really")
+    assert not _load_probe_library(None, str(not_a_library))
+    assert not _load_probe_library(None, str(tmp_path / "missing.so"))
+    libc10 = next(Path(torch.__file__).parent.joinpath("lib").glob("libc10.so*"))
+    assert _load_probe_library(None, str(libc10))
+
+
+@pytest.mark.slow
+def test_in_process_probes_pick_the_same_vector_isa(tmp_path):
+    """Our start-up (probe libraries loaded in process, base ISA taken from the CPU flags) picks
+    the vector ISA that inductor's own subprocess probes pick: same kernels, same file names."""
+    from moonshine_live.compiled import _vector_isa
+
+    ours = _vector_isa(torch.device("cpu"))
+    code = "from torch._inductor.cpu_vec_isa import pick_vec_isa; print(str(pick_vec_isa()))"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    env.pop("TORCHINDUCTOR_VEC_ISA_OK", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == ours
