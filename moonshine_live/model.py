@@ -125,6 +125,7 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, config: MoonshineConfig, head_dim: int) -> None:
         super().__init__()
         self.rope_type = config.rope_type
+        self.head_dim = head_dim
         self.dim = config.rotary_dim(head_dim)
         self.base = config.rope_theta
         self.max_positions = config.max_position_embeddings
@@ -157,21 +158,32 @@ class RotaryEmbedding(nn.Module):
         return self.inv_freq
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """positions [S] (long) -> cos, sin [S, rotary_dim / 2] in float32."""
+        """positions [S] (long) -> cos, sin [S, head_dim] in float32, laid out for `apply_rotary`:
+        pair i of the rotated dims gets (cos_i, cos_i) and (-sin_i, sin_i); the dims past
+        rotary_dim get cos 1 and sin 0 (they pass through unchanged)."""
         # float32 even in a half or double model, as transformers does: fp16 angles lose positions
         inv_freq = self._frequencies(positions).float()
         angles = positions[:, None].float() * inv_freq[None, :]
-        return angles.cos() * self.attention_scaling, angles.sin() * self.attention_scaling
+        cos = angles.cos() * self.attention_scaling
+        sin = angles.sin() * self.attention_scaling
+        cos = cos.repeat_interleave(2, dim=-1)
+        sin = torch.stack((-sin, sin), dim=-1).flatten(-2)
+        passing = self.head_dim - cos.shape[-1]  # an odd rotary_dim still rotates whole pairs
+        return F.pad(cos, (0, passing), value=1.0), F.pad(sin, (0, passing), value=0.0)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the first 2 * cos.shape[-1] dims of x [B, H, S, D] in interleaved pairs."""
-    rot = cos.shape[-1] * 2
-    x_rot, x_pass = x[..., :rot], x[..., rot:]
-    x1, x2 = x_rot.unflatten(-1, (-1, 2)).unbind(-1)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    rotated = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
-    return torch.cat((rotated, x_pass), dim=-1)
+    """Rotate x [B, H, S, D] in interleaved pairs with `RotaryEmbedding` tables [S, D].
+
+    `x * cos + swapped * sin` is, pair by pair, exactly `(x1 cos - x2 sin, x2 cos + x1 sin)`
+    (a - b is a + (-b) in IEEE arithmetic) and leaves the passing dims as they are, in four
+    tensor ops instead of ten: the encoder applies it 16 times per utterance.
+    """
+    even = x.shape[-1] - x.shape[-1] % 2  # an odd last dim passes through (sin 0)
+    swapped = x[..., :even].unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    if even < x.shape[-1]:
+        swapped = torch.cat((swapped, x[..., even:]), dim=-1)
+    return x * cos.to(x.dtype) + swapped * sin.to(x.dtype)
 
 
 # -- attention ----------------------------------------------------------------------------------
