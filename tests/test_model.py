@@ -8,7 +8,7 @@ import torch
 from conftest import require_module
 
 from moonshine_live.keymap import hf_to_ours, ours_to_hf
-from moonshine_live.model import MIN_SAMPLES, Moonshine, num_frames
+from moonshine_live.model import MIN_SAMPLES, Moonshine, RotaryEmbedding, apply_rotary, num_frames
 from moonshine_live.model_config import MoonshineConfig
 
 pytestmark = pytest.mark.needs_reference
@@ -247,3 +247,26 @@ def test_key_map_round_trips_every_parameter() -> None:
     model = Moonshine(MoonshineConfig(**{**SMALL, "tie_word_embeddings": False}))
     for name in model.state_dict():
         assert hf_to_ours(ours_to_hf(name)) == name
+
+
+@pytest.mark.parametrize(("head_dim", "factor"), [(52, 0.62), (20, 0.55), (16, 1.0), (21, 0.5)])
+def test_rotary_is_bitwise_the_pairwise_rotation(head_dim: int, factor: float) -> None:
+    """`x * cos + swapped * sin` with the full-width tables equals, bit for bit, rotating each
+    pair (x1 cos - x2 sin, x2 cos + x1 sin) and passing the other dims through."""
+    config = MoonshineConfig(**{**SMALL, "partial_rotary_factor": factor})
+    rotary = RotaryEmbedding(config, head_dim)
+    positions = torch.arange(37)
+    cos, sin = rotary(positions)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 37, head_dim) * 10
+
+    inv_freq = rotary.inv_freq
+    angles = positions[:, None].float() * inv_freq[None, :]
+    c, s = angles.cos() * rotary.attention_scaling, angles.sin() * rotary.attention_scaling
+    rot = 2 * inv_freq.shape[0]
+    x1, x2 = x[..., :rot].unflatten(-1, (-1, 2)).unbind(-1)
+    pairs = torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).flatten(-2)
+    expected = torch.cat((pairs, x[..., rot:]), dim=-1)
+
+    assert cos.shape == sin.shape == (37, head_dim)
+    assert torch.equal(apply_rotary(x, cos, sin), expected)
