@@ -31,6 +31,11 @@ async def wait_for(events: list[Event], kind: str, count: int = 1) -> None:
         await asyncio.sleep(0.05)
 
 
+async def wait_for_any(events: list[Event], kinds: tuple[str, ...], count: int) -> None:
+    while sum(e.type in kinds for e in events) < count:
+        await asyncio.sleep(0.05)
+
+
 async def collect(engine: Engine, events: list[Event]) -> None:
     async for event in engine.events():
         events.append(event)
@@ -50,7 +55,11 @@ async def test_spoken_commands_through_the_microphone(
         await asyncio.sleep(0.5)  # the stream is flowing before we speak
         started = time.monotonic()
         virtual_mic.play(wav)
-        await asyncio.wait_for(wait_for(events, "command", 2), TIMEOUT)
+        # two utterances heard, as commands or not: a wrong one fails below with the events
+        try:
+            await asyncio.wait_for(wait_for_any(events, ("command", "rejected"), 2), TIMEOUT)
+        except TimeoutError:
+            pytest.fail(f"two utterances not heard in {TIMEOUT} s: {[e.to_json() for e in events]}")
         elapsed = time.monotonic() - started
     await asyncio.wait_for(reader, TIMEOUT)
     commands = [e for e in events if e.type == "command"]
