@@ -70,6 +70,19 @@ def resolve_grammar_path(spec: str) -> Path:
     )
 
 
+SETTLE_NS = 200_000_000
+"""A grammar file changed this recently (nanoseconds) is not loaded yet: an editor or a script
+may have truncated it and not written it back. Reading it then once loaded an empty grammar,
+which the finished write (a broken edit, rejected) could not replace."""
+
+
+def _settled(stats: tuple[tuple[int, int], ...], now_ns: int | None = None) -> bool:
+    """Whether every file's last change is at least SETTLE_NS old (a change dated in the future,
+    a clock skew, counts as old: waiting would never end)."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    return all(not 0 <= now_ns - mtime < SETTLE_NS for mtime, _ in stats if mtime >= 0)
+
+
 class CommandStage:
     """Matches final transcripts and keeps the grammar current."""
 
@@ -103,8 +116,8 @@ class CommandStage:
     def reload_if_changed(self) -> GrammarError | None:
         """Reload when a file changed; a broken edit keeps the old grammar and returns the error."""
         mtimes = self._stat()
-        if mtimes == self._mtimes:
-            return None
+        if mtimes == self._mtimes or not _settled(mtimes):
+            return None  # unchanged, or changed so recently that it may be half written
         self._mtimes = mtimes
         try:
             grammar = load_grammar(self.paths)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from speech import compose, tts_wav
 
-from moonshine_live.commands import CommandConfig, CommandStage, resolve_grammar_path
+from moonshine_live.commands import (
+    SETTLE_NS,
+    CommandConfig,
+    CommandStage,
+    _settled,
+    resolve_grammar_path,
+)
 from moonshine_live.engine import Engine, EngineConfig
 from moonshine_live.errors import GrammarError
 from moonshine_live.events import Event, TranscriptEvent
@@ -170,3 +177,30 @@ def test_shipped_grammars_resolve_by_name() -> None:
     command = stage.match(event)
     assert command.type == "command" and command.intent == "open_app"
     assert command.slots == {"app": "firefox"} and command.latency_ms >= 100.0
+
+
+def test_a_half_written_grammar_is_not_loaded(tmp_path) -> None:
+    """An edit seen mid-write (the file truncated, not yet written back) must not replace the
+    grammar: only a file unchanged for SETTLE_NS is loaded, so the finished edit is what loads."""
+    grammar = write_grammar(tmp_path / "live.toml", tmp_path / "argv.jsonl")
+    stage = CommandStage(CommandConfig(grammars=(str(grammar),)))
+    intents = set(stage.grammar.intents)
+    old_text = grammar.read_text()
+
+    grammar.write_text("")  # an editor that truncates, then writes
+    assert stage.reload_if_changed() is None
+    assert set(stage.grammar.intents) == intents and stage.reloads == 0
+
+    grammar.write_text(old_text.replace("[intents.window]", "[intents.shut]"))
+    assert stage.reload_if_changed() is None and stage.reloads == 0  # still settling
+    time.sleep(SETTLE_NS / 1e9 + 0.05)
+    assert stage.reload_if_changed() is None
+    assert stage.reloads == 1 and "shut" in stage.grammar.intents
+
+
+def test_settled_ignores_missing_files_and_future_times() -> None:
+    now = 10_000_000_000
+    assert _settled(((now - SETTLE_NS, 5),), now)
+    assert not _settled(((now - SETTLE_NS + 1, 5),), now)
+    assert _settled(((-1, -1),), now)  # a missing file: its load reports the error
+    assert _settled(((now + 5_000_000_000, 5),), now)  # clock skew: waiting would never end
