@@ -28,6 +28,7 @@ LIGHT_MODULES = [
     "moonshine_live.normalize",
     "moonshine_live.actions",
     "moonshine_live.model_config",
+    "moonshine_live.memory",
 ]
 GRAMMAR_ONLY = ["moonshine_live.grammar", "moonshine_live.matcher", "moonshine_live.normalize"]
 
