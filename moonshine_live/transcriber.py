@@ -21,7 +21,7 @@ from .compiled import CompiledStep, precompiled_step_path
 from .config import DecodeConfig
 from .decoding import RepetitionGuard, StepFn, decode_step, greedy_decode, token_budget
 from .errors import ConfigError
-from .memory import return_large_blocks_to_the_os
+from .memory import reuse_freed_memory
 from .messages import Transcript
 from .model import CONV1_STRIDE, CONV2_STRIDE, CONV3_STRIDE, MIN_SAMPLES
 from .tokenizer import Tokenizer
@@ -93,7 +93,7 @@ class Transcriber:
         # (2026-12-01, 2-core Xeon): both phases want every core, so no per-phase split.
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        return_large_blocks_to_the_os()  # before the weights load: see memory.py
+        reuse_freed_memory()  # before the weights load: see memory.py
         self.device = pick_device(self.config.device)
         self.dtype = pick_dtype(self.config.dtype, self.device)
         self.checkpoint: Checkpoint = resolve_checkpoint(self.config.model)

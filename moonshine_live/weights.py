@@ -144,12 +144,16 @@ def _download_snapshot(repo_id: str, revision: str, repo_dir: Path) -> Path:
 
 
 def read_flat(path: Path) -> dict[str, torch.Tensor]:
-    """The safetensors file as stored: float tensors, or our int8 form with its siblings."""
+    """The safetensors file as stored: float tensors, or our int8 form with its siblings.
+
+    Read into memory, not mapped: tensors kept from a mapped file keep the whole mapping, so
+    every page read while dequantizing stayed resident (29 MB more RSS when ready, 2026-12-01).
+    """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
-        return load_file(str(path))
+        return load(Path(path).read_bytes())
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(f"{path}: cannot read safetensors file: {exc}") from None
 
