@@ -15,6 +15,8 @@ each target length and zero padded to it; a target of about the file's length is
 Runs are interleaved (every repeat visits every clip, implementations in rotated order) so slow
 drift of the machine hits all of them alike, with a short pause after each call so one runtime's
 still-spinning threads do not slow the next; the table shows medians.
+All four run in this one process and share its allocator settings (memory.py keeps freed
+activations mapped), so transformers is spared the same page faults ours is.
 
 `--profile` adds, for the 2 s clip, where ours spends its time: the encoder's stem and its layers,
 the cross-attention K/V prefill, the decode steps, and the rest (Python, the greedy loop), timed
