@@ -1,13 +1,14 @@
-"""The decode step under `torch.compile`: one graph for every utterance length, cached on disk.
+"""The decode step compiled: one graph for every utterance length, kept on disk.
 
 Why a module of its own: compiling is where start-up time goes (tens of seconds the first time on
-a small CPU), so everything that keeps it to once per machine lives here. The step is compiled
-with `fullgraph=True`; the cross-attention K/V length (frames of audio) is marked dynamic before
-the first compile, so no utterance length ever recompiles it; inductor's caches live under our
-cache directory, so a second start loads the compiled kernels instead of building them. On CUDA
-the step runs as CUDA graphs (`mode="reduce-overhead"`): the same dynamic graph, recorded once
-per frame count, with frame counts padded to buckets so that a few recordings serve all.
-"""
+a small CPU), so everything that keeps it to once per machine lives here. On a CPU the
+single-utterance step is an AOTInductor package (`packaged_step.py`), named by everything its
+machine code depends on, and loaded without the compiler stack. Everything else (batches, masks,
+CUDA) is `torch.compile(fullgraph=True)`, imported on first use: the cross-attention K/V length
+(frames of audio) is marked dynamic before the first compile, so no utterance length recompiles
+it, and inductor's caches live under our cache directory. On CUDA the step runs as CUDA graphs
+(`mode="reduce-overhead"`): the same dynamic graph, recorded once per frame count, with frame
+counts padded to buckets so that a few recordings serve all."""
 
 from __future__ import annotations
 
@@ -23,19 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch._inductor.config
-import torch._inductor.inductor_prims  # registers the prim `quantized._stored` uses
 from torch import Tensor
 
 from .decoding import decode_step
 from .model import Moonshine
+from .packaged_step import PackagedStep, build_package, standard_caches
 from .weights import Checkpoint
 
 _LOGGER = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "compiled"
 """Inductor's cache (kernels, graphs) under `embedded.cache_root()`."""
-STEP_SOURCES = ("decoding.py", "model.py", "quantized.py", "compiled.py")
+STEP_SOURCES = ("decoding.py", "model.py", "quantized.py", "compiled.py", "packaged_step.py")
 """The modules whose code a compiled step holds: part of the precompiled step's file name."""
 CUDA_FRAME_BUCKET = 64
 """CUDA graphs need fixed shapes: cross K/V are padded to a multiple of this many frames
@@ -54,6 +54,7 @@ def use_compile_cache(directory: Path | None = None) -> Path:
     Inductor fills in its default (a per-user temp directory) when dynamo is first imported, so
     a value equal to that default counts as not chosen.
     """
+    import torch._inductor.config
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
@@ -106,12 +107,49 @@ def _vector_isa(device: torch.device) -> str:
     return str(pick_vec_isa())
 
 
+VECTOR_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512dq",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "sve",
+)
+"""CPU features that decide which vector kernels inductor writes (Linux `/proc/cpuinfo` names)."""
+
+
+def cpu_vector_features() -> str:
+    """This CPU's vector features, read from the OS without importing inductor (whose own ISA
+    pick builds probe libraries): equal features mean inductor picks the same kernels."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            present = set(value.split())
+            return " ".join(flag for flag in VECTOR_FLAGS if flag in present)
+    return platform.processor()
+
+
 def precompiled_step_path(
     checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype, int8: bool
 ) -> Path:
     """The precompiled step's file: one per model shape, weights form, device type, dtype,
-    torch/package version, step sources and CPU vector ISA (the artifact's own guards catch a
-    wrong model, but not code or a CPU it was not built for)."""
+    torch/package version, step sources and CPU vector features (a package holds machine code:
+    kernels built for one CPU's vector units crash another's, e.g. in a shared home directory)."""
     from . import __version__
 
     config = checkpoint.config
@@ -122,14 +160,13 @@ def precompiled_step_path(
         [
             dataclasses.asdict(config), str(dtype), device.type, int8,
             torch.__version__, __version__, sources.hexdigest(),
-            # kernels built for one CPU's vector units crash another's (a shared home directory)
-            platform.machine(), _vector_isa(device),
+            platform.machine(), cpu_vector_features() if device.type == "cpu" else "",
         ],
         sort_keys=True,
         default=str,
     )  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return compile_cache_dir() / f"decode-step-{digest}.bin"
+    return compile_cache_dir() / f"decode-step-{digest}.pt2"
 
 
 def _NO_TENSOR() -> None:
@@ -140,14 +177,14 @@ def _NO_TENSOR() -> None:
 class CompiledStep:
     """`decoding.decode_step` compiled, callable as a `StepFn`.
 
-    Two compiled forms share one cache directory:
-    - the precompiled single-utterance step (batch 1, no logit mask), the one live speech uses:
-      compiled ahead of time at the first warm-up and saved whole (guards, graph and kernels), so
-      later starts load it in about a second instead of re-tracing the model;
-    - `torch.compile` of the same function for everything else (batches, masks), built on
-      first use and served from inductor's own disk cache after that.
-    Before a step sees new cross K/V (a new utterance) their frame axis is marked dynamic, so one
-    graph serves every utterance length.
+    Two compiled forms:
+    - on a CPU, the single-utterance step (batch 1, no logit mask), the one live speech uses, as
+      an AOTInductor package (`packaged_step.py`): built at the first warm-up and kept on disk,
+      so later starts load it in milliseconds without importing dynamo or inductor;
+    - `torch.compile` of the same function for everything else (batches, masks, CUDA), built on
+      first use (the compiler stack is imported then) and served from inductor's own disk cache
+      after that. Before it sees new cross K/V (a new utterance) their frame axis is marked
+      dynamic, so one graph serves every utterance length.
     """
 
     def __init__(
@@ -155,22 +192,27 @@ class CompiledStep:
     ) -> None:
         """`graphs`: run as CUDA graphs with bucketed frames (None: exactly when on CUDA; True
         on a CPU runs that same configuration without the graphs, to test it)."""
-        use_compile_cache()
         self.device = device
         self.graphs = device.type == "cuda" if graphs is None else graphs
-        # CUDA graphs remove the per-kernel launch cost that dominates a one-token step on a GPU;
-        # on a CPU, inductor's C++ kernels are called directly and graphs do not apply.
-        mode = "reduce-overhead" if self.graphs else None
-        # A C++ wrapper instead of inductor's Python one: the step calls ~70 kernels, and the
-        # Python wrapper's module needs inductor's lowering code imported (1 s of every start).
-        options = None if self.graphs else {"cpp_wrapper": True}
-        self._jit = torch.compile(decode_step, fullgraph=True, mode=mode, options=options)
         self.pad_frames_to = CUDA_FRAME_BUCKET if self.graphs else 1
-        self.artifact = None if self.graphs else artifact  # graphs: recorded per process
-        self._single: Any = None  # torch's AOTCompiledFunction (experimental API)
+        self.artifact = None if self.graphs or device.type != "cpu" else artifact
+        self._jit_step: Any = None  # built on first use: creating it imports dynamo
+        self._package: PackagedStep | None = None
+        self._package_failed = False
         self._marked = _NO_TENSOR  # the cross K/V last marked dynamic (weak reference)
-        self._checked = _NO_TENSOR  # the cross K/V the precompiled step's guards last passed
         self.loaded_from_disk = False
+
+    @property
+    def _jit(self) -> Any:
+        if self._jit_step is None:
+            use_compile_cache()
+            # CUDA graphs remove the per-kernel launch cost that dominates a one-token step on a
+            # GPU; on a CPU, inductor's C++ kernels are called directly and graphs do not apply.
+            mode = "reduce-overhead" if self.graphs else None
+            # A C++ wrapper instead of inductor's Python one: a step calls ~70 kernels.
+            options = None if self.graphs else {"cpp_wrapper": True}
+            self._jit_step = torch.compile(decode_step, fullgraph=True, mode=mode, options=options)
+        return self._jit_step
 
     def _mark_dynamic(self, model: Moonshine) -> None:
         first = model.decoder.layers[0].cross_k
@@ -183,36 +225,27 @@ class CompiledStep:
             torch._dynamo.mark_dynamic(model.decoder.cross_mask, 3)
         self._marked = weakref.ref(first)
 
-    def _load_or_build_single(self, model: Moonshine, args: tuple) -> None:
-        """The precompiled single-utterance step: from disk if a usable one is there, else built
-        now and saved (atomically) for the next start."""
+    def _load_or_build_package(self, model: Moonshine, tokens: Tensor, input_pos: Tensor) -> None:
+        """The packaged single-utterance step: from disk if a usable one is there, else built now
+        and saved (atomically) for the next start. A failed build leaves the JIT step."""
         assert self.artifact is not None
         if self.artifact.is_file():
             try:
-                # in the grad mode of the steps it will run: a loader's global state is guarded
-                with self.artifact.open("rb") as file, torch.inference_mode():
-                    loaded = torch.compiler.load_compiled_function(
-                        file, f_globals=decode_step.__globals__
-                    )
-                if loaded.guard_check(*args):
-                    self._single, self.loaded_from_disk = loaded, True
-                    return
-                _LOGGER.info("%s does not fit this model; compiling again", self.artifact)
-            except Exception as exc:  # stale or foreign artifact: rebuild it
+                self._package, self.loaded_from_disk = PackagedStep(self.artifact, model), True
+                return
+            except Exception as exc:  # stale, foreign or corrupt: rebuild it
                 _LOGGER.info("cannot load %s (%s); compiling again", self.artifact, exc)
         _LOGGER.warning(
             "compiling the decode step for this machine (about a minute on 2 cores, once; "
             "later starts load it from %s)",
             self.artifact.parent,
         )
-        self._mark_dynamic(model)
-        built = self._jit.aot_compile((args, {}))
-        self.artifact.parent.mkdir(parents=True, exist_ok=True)
         try:
-            built.save_compiled_function(str(self.artifact))
-        except Exception as exc:  # an unwritable cache costs the next start time, nothing else
-            _LOGGER.warning("cannot save the compiled step to %s: %s", self.artifact, exc)
-        self._single = built
+            build_package(model, tokens, input_pos, self.artifact)
+            self._package = PackagedStep(self.artifact, model)
+        except Exception as exc:  # no compiler, export limits...: the JIT step still works
+            _LOGGER.warning("cannot package the decode step (%s); using the JIT step", exc)
+            self._package_failed = True
 
     def __call__(
         self, model: Moonshine, tokens: Tensor, input_pos: Tensor, allowed: Tensor | None = None
@@ -224,24 +257,10 @@ class CompiledStep:
             torch.compiler.cudagraph_mark_step_begin()
             token, logprob = self._jit(*args)
             return token.clone(), logprob.clone()
-        if tokens.shape[0] == 1 and allowed is None and self.artifact is not None:
-            return self._call_single(model, args)
+        if self.artifact is not None and not self._package_failed:
+            if self._package is None and standard_caches(model) and allowed is None:
+                self._load_or_build_package(model, tokens, input_pos)
+            if self._package is not None and self._package.fits(model, tokens, allowed):
+                return self._package(model, tokens, input_pos)
         self._mark_dynamic(model)
         return self._jit(*args)
-
-    def _call_single(self, model: Moonshine, args: tuple) -> tuple[Tensor, Tensor]:
-        """The precompiled step. Its guards (a few hundred tensor checks, about 0.5 ms) run on an
-        utterance's first step only: later steps change nothing the guards look at (same model
-        tensors, same cross K/V, token and position of fixed shape and dtype)."""
-        if self._single is None:
-            self._load_or_build_single(model, args)
-        assert self._single is not None
-        cross = model.decoder.layers[0].cross_k
-        if self._checked() is not cross:
-            self._checked = _NO_TENSOR
-            if not self._single.guard_check(*args):
-                _LOGGER.info("precompiled step does not fit this call; using the JIT step")
-                self._mark_dynamic(model)
-                return self._jit(*args)
-            self._checked = weakref.ref(cross)
-        return self._single.fn(*args)

@@ -134,14 +134,17 @@ class RotaryEmbedding(nn.Module):
         self.original = int(
             scaling.get("original_max_position_embeddings", config.max_position_embeddings)
         )
-        inv_freq, self.attention_scaling = rope_inverse_frequencies(config, self.dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        if self.rope_type == "longrope":
-            long = torch.tensor(scaling["long_factor"], dtype=torch.float32)
-            exponents = torch.arange(0, self.dim, 2, dtype=torch.int64).float() / self.dim
-            self.register_buffer(
-                "long_inv_freq", 1.0 / (long * self.base**exponents), persistent=False
-            )
+        # Tiny tables, computed on the CPU even while a model is built on the meta device: meta
+        # arithmetic runs torch's Python references, whose first use imports dynamo (1-2 s).
+        with torch.device("cpu"):
+            inv_freq, self.attention_scaling = rope_inverse_frequencies(config, self.dim)
+            self.register_buffer("inv_freq", inv_freq, persistent=False)
+            if self.rope_type == "longrope":
+                long = torch.tensor(scaling["long_factor"], dtype=torch.float32)
+                exponents = torch.arange(0, self.dim, 2, dtype=torch.int64).float() / self.dim
+                self.register_buffer(
+                    "long_inv_freq", 1.0 / (long * self.base**exponents), persistent=False
+                )
 
     def _frequencies(self, positions: Tensor) -> Tensor:
         """inv_freq for this call; only dynamic and longrope look at the length seen so far."""
@@ -388,7 +391,12 @@ class DecoderLayer(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, config: MoonshineConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        # nn.Embedding's own init, skipped on the meta device (a checkpoint fills it there):
+        # normal_ on meta runs torch's Python references, whose first use imports dynamo (1-2 s).
+        weight = torch.empty(config.vocab_size, config.hidden_size)
+        if not weight.is_meta:
+            nn.init.normal_(weight)
+        self.embed_tokens = nn.Embedding(*weight.shape, _weight=weight)
         self.rotary = RotaryEmbedding(config, config.decoder_head_dim)
         self.layers = nn.ModuleList(
             DecoderLayer(config) for _ in range(config.decoder_num_hidden_layers)
@@ -474,8 +482,9 @@ class Moonshine(nn.Module):
         if padding:
             features = F.pad(features, (0, 0, 0, padding))
             frame_mask = F.pad(frame_mask, (0, padding), value=False)
-        for layer in self.decoder.layers:
-            layer.cross_k, layer.cross_v = layer.cross_attn.project_kv(features)
+        for layer in self.decoder.layers:  # contiguous: what a packaged step takes (and reads best)
+            k, v = layer.cross_attn.project_kv(features)
+            layer.cross_k, layer.cross_v = k.contiguous(), v.contiguous()
         self.decoder.cross_mask = None if frame_mask is None else frame_mask[:, None, None, :]
 
     def decode_step(self, tokens: Tensor, input_pos: Tensor) -> Tensor:

@@ -28,6 +28,7 @@ from moonshine_live.compiled import CompiledStep
 from moonshine_live.config import DecodeConfig
 from moonshine_live.decoding import DecodeResult, StepFn, decode_step, greedy_decode
 from moonshine_live.errors import ConfigError
+from moonshine_live.packaged_step import PackagedStep
 from moonshine_live.quantized import Int8Embedding, Int8WeightLinear, QuantizedTensor
 from moonshine_live.transcriber import Transcriber
 
@@ -214,15 +215,24 @@ def test_command_clips_match_float(transcriber, reference):
 
 
 @pytest.mark.needs_weights
-def test_no_recompile_across_lengths(transcriber, reference, beckett):
-    """After warm-up, utterances of any length run the one compiled step: dynamo compiles
-    nothing (a recompile would raise), and the tokens stay the float model's."""
+def test_no_recompile_across_lengths(transcriber, reference, beckett, monkeypatch):
+    """After warm-up, utterances of any length run the one packaged step, every step of them:
+    dynamo compiles nothing (a recompile would raise), and the tokens stay the float model's."""
+    calls = []
+    packaged_call = PackagedStep.__call__
+    monkeypatch.setattr(
+        PackagedStep, "__call__", lambda self, *a: calls.append(1) or packaged_call(self, *a)
+    )
     graphs = unique_graphs()
+    steps = 0
     with torch._dynamo.config.patch(error_on_recompile=True):
         for seconds in SLICE_SECONDS:
             audio = beckett[: round(seconds * SAMPLE_RATE)]
-            assert transcriber.transcribe(audio).tokens == reference.transcribe(audio).tokens
+            ours = transcriber.transcribe(audio)
+            assert ours.tokens == reference.transcribe(audio).tokens
+            steps += len(ours.tokens) + 1  # the end-of-text step too
     assert unique_graphs() == graphs, "a new length compiled a new graph"
+    assert len(calls) == steps, "some steps did not run the packaged step"
 
 
 @pytest.mark.needs_weights
@@ -261,8 +271,8 @@ def test_batch_no_recompile_across_lengths(transcriber, beckett):
 @pytest.mark.needs_weights
 @pytest.mark.slow
 def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
-    """The session transcriber left the precompiled step in the cache; a new process loads it
-    instead of compiling, and transcribes beckett exactly."""
+    """The session transcriber left the packaged step in the cache; a new process loads it
+    instead of compiling, never imports dynamo or inductor, and transcribes beckett exactly."""
     assert transcriber.compiled
     assert transcriber._step.artifact is not None and transcriber._step.artifact.is_file()
     code = (
@@ -273,8 +283,11 @@ def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
         "from moonshine_live.transcriber import Transcriber\n"
         "t = Transcriber(DecodeConfig(compile=True))\n"
         f"r = t.transcribe(load_audio({str(beckett_path)!r}))\n"
+        "import sys\n"
         "print(json.dumps({'loaded': t._step.loaded_from_disk, 'compiled': t.compiled,\n"
-        "                  'tokens': list(r.tokens)}))\n"
+        "                  'tokens': list(r.tokens),\n"
+        "                  'compiler imported': 'torch._dynamo' in sys.modules\n"
+        "                                       or 'torch._inductor' in sys.modules}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -285,7 +298,10 @@ def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = {"loaded": True, "compiled": True, "tokens": list(BECKETT_TOKENS)}
+    expected = {
+        "loaded": True, "compiled": True, "tokens": list(BECKETT_TOKENS),
+        "compiler imported": False,  # the package runs without dynamo and inductor
+    }  # fmt: skip
     assert report == expected, result.stderr[-3000:]
 
 
@@ -294,7 +310,7 @@ def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
 def test_corrupt_artifact_is_rebuilt(transcriber, beckett, tmp_path):
     """Garbage where the precompiled step should be: compiled again (inductor's cache keeps it
     to seconds), saved over the garbage, and the next start loads the new file."""
-    artifact = tmp_path / "bad.bin"
+    artifact = tmp_path / "bad.pt2"
     garbage = b"not a compiled function\x00" * 100
     artifact.write_bytes(garbage)
     step = CompiledStep(torch.device("cpu"), artifact=artifact)
@@ -306,6 +322,26 @@ def test_corrupt_artifact_is_rebuilt(transcriber, beckett, tmp_path):
     again = CompiledStep(torch.device("cpu"), artifact=artifact)
     assert decode(transcriber, beckett, again).tokens == BECKETT_TOKENS
     assert again.loaded_from_disk
+
+
+@pytest.mark.needs_weights
+def test_packaged_step_takes_only_calls_it_was_built_for(transcriber, beckett):
+    """The package has fixed layouts baked in: anything else must go to the JIT step."""
+    transcriber.transcribe(beckett[:SAMPLE_RATE])
+    package, model = transcriber._step._package, transcriber.model
+    assert package is not None
+    token = torch.ones(1, 1, dtype=torch.long)
+    assert package.fits(model, token, None)
+    assert not package.fits(model, token.repeat(2, 1), None)  # a batch
+    assert not package.fits(model, token, torch.ones(1, model.config.vocab_size, dtype=torch.bool))
+    layer = model.decoder.layers[3]
+    contiguous = layer.cross_k
+    try:  # same values, another layout
+        layer.cross_k = contiguous.transpose(2, 3).contiguous().transpose(2, 3)
+        assert not package.fits(model, token, None)
+    finally:
+        layer.cross_k = contiguous
+    assert package.fits(model, token, None)
 
 
 # -- padded cross K/V and masks, eager on the float model ---------------------------------------

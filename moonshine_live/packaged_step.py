@@ -1,0 +1,170 @@
+"""The single-utterance decode step as an AOTInductor package, run without the compiler stack.
+
+Why: loading a step saved by `aot_compile` needs dynamo and inductor imported, 2-3 s of every
+warm start on a 2-core VM (`import torch._inductor.config` alone: 1.8 s, 2026-12-01). A package
+is a shared library with a C++ entry point; torch's own loader (`torch._C._aoti`) runs it with
+nothing else imported, in 5 ms. Its weights are not baked in: the model's tensors are handed over
+as user-managed constants, so there is no second copy of them in memory.
+
+Everything a step reads or writes per utterance is an input: the self-attention caches and the
+cross-attention K/V, one tensor per layer (views into one stacked tensor made the step 30% slower:
+each write to a view became a copy of the whole stack). The frame axis is dynamic. A call that
+does not fit what the package was built for (a batch, a logit mask, a padded frame mask, caches
+grown past the model's maximum) goes to the JIT step instead; `fits` decides.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .decoding import decode_step
+from .model import Moonshine
+
+MAX_FRAMES = 16384
+"""Longest cross K/V the package accepts (about 390 s of audio; `transcribe_long` cuts files into
+much shorter pieces)."""
+MIN_FRAMES = 2
+"""Export cannot mark a size-1 axis dynamic; `transcriber.WARMUP_SAMPLES` pads short audio to 2."""
+
+
+class _StepWithInputs(nn.Module):
+    """`decode_step` with the per-utterance tensors as arguments, for `torch.export`."""
+
+    def __init__(self, model: Moonshine) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, tokens: Tensor, input_pos: Tensor, k_caches: list[Tensor],
+        v_caches: list[Tensor], cross_k: list[Tensor], cross_v: list[Tensor],
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        for i, layer in enumerate(self.model.decoder.layers):
+            assert layer.kv_cache is not None
+            layer.kv_cache.k_cache, layer.kv_cache.v_cache = k_caches[i], v_caches[i]
+            layer.cross_k, layer.cross_v = cross_k[i], cross_v[i]
+        return decode_step(self.model, tokens, input_pos)
+
+
+def _per_layer(model: Moonshine) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+    layers = model.decoder.layers
+    caches = [layer.kv_cache for layer in layers]
+    assert all(cache is not None for cache in caches), "call setup_caches first"
+    return (
+        [cache.k_cache for cache in caches],  # type: ignore[union-attr]
+        [cache.v_cache for cache in caches],  # type: ignore[union-attr]
+        [layer.cross_k for layer in layers],
+        [layer.cross_v for layer in layers],
+    )
+
+
+def standard_caches(model: Moonshine) -> bool:
+    """Whether the self-attention caches have the size a package is built for: batch 1 and the
+    model's maximum positions (`decoding._ensure_caches` grows them only for longer budgets)."""
+    cache = model.decoder.layers[0].kv_cache
+    return (
+        cache is not None
+        and cache.k_cache.shape[0] == 1
+        and cache.k_cache.shape[2] == model.config.max_position_embeddings
+    )
+
+
+def build_package(model: Moonshine, tokens: Tensor, input_pos: Tensor, path: Path) -> None:
+    """Export the step for this model (its current caches and cross K/V as example inputs) and
+    compile it into a package at `path`, written atomically. Needs `standard_caches` and a C++
+    compiler; slow (30-40 s on 2 cores)."""
+    import torch._inductor
+    import torch._inductor.inductor_prims  # registers the prim `quantized._stored` uses
+
+    from .compiled import use_compile_cache
+
+    if not standard_caches(model):
+        raise ValueError("a package is built on batch-1 caches of the model's maximum length")
+    use_compile_cache()
+    layers = model.decoder.layers
+    saved = [
+        (layer.kv_cache.k_cache, layer.kv_cache.v_cache, layer.cross_k, layer.cross_v)  # type: ignore[union-attr]
+        for layer in layers
+    ]
+    # copies: inputs that alias the model's own buffers cannot be mutated in an export
+    k_caches, v_caches, cross_k, cross_v = ([t.clone() for t in ts] for ts in _per_layer(model))
+    frames = torch.export.Dim("frames", min=MIN_FRAMES, max=MAX_FRAMES)
+    count = len(layers)
+    dynamic = {
+        "tokens": None, "input_pos": None, "k_caches": [None] * count,
+        "v_caches": [None] * count, "cross_k": [{2: frames}] * count,
+        "cross_v": [{2: frames}] * count,
+    }  # fmt: skip
+    try:  # export assigns (fake) example inputs to the model's attributes: put ours back
+        exported = torch.export.export(
+            _StepWithInputs(model),
+            (tokens, input_pos, k_caches, v_caches, cross_k, cross_v),
+            dynamic_shapes=dynamic,
+            strict=False,
+        )
+    finally:
+        for layer, (k, v, ck, cv) in zip(layers, saved, strict=True):
+            layer.kv_cache.k_cache, layer.kv_cache.v_cache = k, v  # type: ignore[union-attr]
+            layer.cross_k, layer.cross_v = ck, cv
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.pt2")
+    os.close(handle)
+    try:
+        torch._inductor.aoti_compile_and_package(
+            exported,
+            package_path=temporary,
+            inductor_configs={"aot_inductor.package_constants_in_so": False},
+        )
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+class PackagedStep:
+    """A loaded package bound to one model's tensors; call it like a batch-1 `StepFn`."""
+
+    def __init__(self, path: Path, model: Moonshine) -> None:
+        """Raises (RuntimeError, KeyError...) when the file is no package or not this model's."""
+        self._runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+        tensors = dict(model.named_parameters(remove_duplicate=False))
+        tensors.update(model.named_buffers(remove_duplicate=False))
+        names = self._runner.get_constant_fqns()
+        missing = [name for name in names if name.removeprefix("model.") not in tensors]
+        if missing:
+            raise KeyError(f"the package wants tensors this model lacks: {missing[:3]}")
+        # User-managed: the package reads these tensors in place, so they must outlive it even
+        # if the model replaces one (setup_caches makes a new causal mask): keep references.
+        self._constants = {name: tensors[name.removeprefix("model.")] for name in names}
+        self._runner.load_constants(self._constants, False, True, True)
+
+    def fits(self, model: Moonshine, tokens: Tensor, allowed: Tensor | None) -> bool:
+        """Whether this call has the shapes and layout the package was built for."""
+        if tokens.shape != (1, 1) or allowed is not None or model.decoder.cross_mask is not None:
+            return False
+        k_caches, v_caches, cross_k, cross_v = _per_layer(model)
+        frames = cross_k[0].shape[2]
+        return (
+            MIN_FRAMES <= frames <= MAX_FRAMES
+            and standard_caches(model)
+            and all(
+                t.shape == k_caches[0].shape and t.dtype == torch.float32 and t.is_contiguous()
+                for t in (*k_caches, *v_caches)
+            )
+            and all(
+                t.shape == cross_k[0].shape and t.dtype == torch.float32 and t.is_contiguous()
+                for t in (*cross_k, *cross_v)
+            )
+        )
+
+    def __call__(
+        self, model: Moonshine, tokens: Tensor, input_pos: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        k_caches, v_caches, cross_k, cross_v = _per_layer(model)
+        token, logprob = self._runner.run(
+            [tokens, input_pos, *k_caches, *v_caches, *cross_k, *cross_v]
+        )
+        return token, logprob
