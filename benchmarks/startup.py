@@ -74,7 +74,7 @@ print(json.dumps({
     "load_ms": transcriber.load_ms,
     "warm_up_ms": transcriber.warm_up_ms,
     "compiled": transcriber.compiled,
-    "loaded_from_disk": getattr(transcriber._step, "loaded_from_disk", False),
+    "loaded_from_disk": transcriber.compiled_from_cache,
     "rss_ready_mb": at_ready["VmRSS"],
     "hwm_ready_mb": at_ready["VmHWM"],
     "rss_10s_mb": after["VmRSS"],

@@ -479,7 +479,7 @@ def ours_info(transcriber: Transcriber) -> dict[str, object]:
     """How ours started: compiled or not (a failed compile falls back to eager), from disk."""
     return {
         "ours_compiled": transcriber.compiled,
-        "ours_step_from_disk": getattr(transcriber._step, "loaded_from_disk", False),
+        "ours_step_from_disk": transcriber.compiled_from_cache,
         "ours_load_ms": round(transcriber.load_ms),
         "ours_warm_up_ms": round(transcriber.warm_up_ms),
     }

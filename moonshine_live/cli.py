@@ -114,8 +114,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, compile_default: bool)
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=compile_default,
-        help="compile the decode step (about 2x faster per token; about a minute once per "
-        "machine, a few seconds per start) (default: %(default)s)",
+        help="compile the decode step and encoder (about 2x faster per token; about two minutes "
+        "once per machine, under a second per start) (default: %(default)s)",
     )
 
 

@@ -41,9 +41,9 @@ class DecodeConfig:
     threads: int | None = None
     """torch intra-op threads; None keeps torch's default (one per core)."""
     compile: bool = False
-    """Compile the decode step with torch.compile: about half the time per token. Costs a
-    one-time build (about a minute on a 2-core CPU, then cached on disk) and a few seconds per
-    start; the live engine turns it on, one-off file work leaves it off."""
+    """Compile the decode step (and, on a CPU, the encoder's layers): about half the time per
+    token. Costs a one-time build (about two minutes on a 2-core CPU, then cached on disk) and
+    under a second per start; the live engine turns it on, one-off file work leaves it off."""
     weights: str = "auto"
     """"int8" keeps every per-step decoder linear and the output head as the checkpoint's own int8
     weights, dequantized inside fused kernels (CPU, float32, compiled step; bit-identical weights,

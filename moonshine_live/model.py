@@ -9,6 +9,7 @@ buffers written at `input_pos`), so a decode step has fixed shapes and can be co
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -435,21 +436,26 @@ class Moonshine(nn.Module):
         """An output head replacing the (tied) float one, e.g. an int8 kernel; None = float."""
 
     def encode(
-        self, audio: Tensor, num_samples: list[int] | None = None
+        self,
+        audio: Tensor,
+        num_samples: list[int] | None = None,
+        layers: Callable[[Tensor, Tensor | None], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """audio [B, samples] -> (features [B, T, hidden], frame_mask [B, T] or None).
 
         Rows of a batch may be zero-padded; `num_samples` gives their true lengths. The stem runs on
-        each row's own samples because its group norm spans the whole utterance.
+        each row's own samples because its group norm spans the whole utterance. `layers` runs
+        the encoder's layers instead of `self.encoder` (a compiled form of it).
         """
+        layers = layers or self.encoder
         lengths = num_samples or [audio.shape[1]] * audio.shape[0]
         if all(n == audio.shape[1] for n in lengths):
-            return self.encoder(self.encoder.stem(audio)), None
+            return layers(self.encoder.stem(audio), None), None
         frames = [self.encoder.stem(audio[i : i + 1, :n])[0] for i, n in enumerate(lengths)]
         counts = torch.tensor([f.shape[0] for f in frames], device=audio.device)
         stacked = nn.utils.rnn.pad_sequence(frames, batch_first=True)
         mask = torch.arange(stacked.shape[1], device=audio.device)[None, :] < counts[:, None]
-        return self.encoder(stacked, mask), mask
+        return layers(stacked, mask), mask
 
     def setup_caches(
         self, batch_size: int, max_tokens: int, dtype: torch.dtype | None = None

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, load_audio, speech_regions, split_at_pauses, validate_audio
-from .compiled import CompiledStep, precompiled_step_path
+from .compiled import CompiledEncoder, CompiledStep, precompiled_step_path
 from .config import DecodeConfig
 from .decoding import RepetitionGuard, StepFn, decode_step, greedy_decode, token_budget
 from .errors import ConfigError
@@ -113,6 +113,14 @@ class Transcriber:
             else decode_step
         )
         self._pad_frames_to = getattr(self._step, "pad_frames_to", 1)
+        self._encoder_layers: CompiledEncoder | None = None
+        if self.config.compile and self.device.type == "cpu":
+            self._encoder_layers = CompiledEncoder(
+                self.model.encoder,
+                precompiled_step_path(
+                    self.checkpoint, self.device, self.dtype, int8, part="encoder"
+                ),
+            )
         self._lock = threading.Lock()
         self.load_ms = (time.perf_counter() - started) * 1000
         self.warm_up_ms = 0.0
@@ -141,8 +149,14 @@ class Transcriber:
 
     @property
     def compiled_from_cache(self) -> bool:
-        """Whether the compiled step came from the on-disk cache (a warm start)."""
-        return isinstance(self._step, CompiledStep) and self._step.loaded_from_disk
+        """Whether the compiled step (and encoder, on a CPU) came from the on-disk cache (a warm
+        start)."""
+        encoder = self._encoder_layers
+        return (
+            isinstance(self._step, CompiledStep)
+            and self._step.loaded_from_disk
+            and (encoder is None or encoder.loaded_from_disk)
+        )
 
     def warm_up(self) -> None:
         """Run one decode so compiling, allocation and kernel selection happen now, not on the
@@ -194,7 +208,7 @@ class Transcriber:
         with self._lock, torch.inference_mode():
             started = time.perf_counter()
             audio = torch.from_numpy(batch).to(self.device, self.dtype)
-            features, frame_mask = self.model.encode(audio, lengths)
+            features, frame_mask = self.model.encode(audio, lengths, self._encoder_layers)
             encoded = time.perf_counter()
             budgets = [self.budget(n) for n in lengths]
             results = greedy_decode(

@@ -28,7 +28,7 @@ from moonshine_live.compiled import CompiledStep
 from moonshine_live.config import DecodeConfig
 from moonshine_live.decoding import DecodeResult, StepFn, decode_step, greedy_decode
 from moonshine_live.errors import ConfigError
-from moonshine_live.packaged_step import PackagedStep
+from moonshine_live.packaged import PackagedEncoder, PackagedStep
 from moonshine_live.quantized import Int8Embedding, Int8WeightLinear, QuantizedTensor
 from moonshine_live.transcriber import Transcriber
 
@@ -271,8 +271,9 @@ def test_batch_no_recompile_across_lengths(transcriber, beckett):
 @pytest.mark.needs_weights
 @pytest.mark.slow
 def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
-    """The session transcriber left the packaged step in the cache; a new process loads it
-    instead of compiling, never imports dynamo or inductor, and transcribes beckett exactly."""
+    """The session transcriber left the packaged step and encoder in the cache; a new process
+    loads them instead of compiling, never imports dynamo or inductor, and transcribes beckett
+    exactly."""
     assert transcriber.compiled
     assert transcriber._step.artifact is not None and transcriber._step.artifact.is_file()
     code = (
@@ -284,7 +285,7 @@ def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
         "t = Transcriber(DecodeConfig(compile=True))\n"
         f"r = t.transcribe(load_audio({str(beckett_path)!r}))\n"
         "import sys\n"
-        "print(json.dumps({'loaded': t._step.loaded_from_disk, 'compiled': t.compiled,\n"
+        "print(json.dumps({'loaded': t.compiled_from_cache, 'compiled': t.compiled,\n"
         "                  'tokens': list(r.tokens),\n"
         "                  'compiler imported': 'torch._dynamo' in sys.modules\n"
         "                                       or 'torch._inductor' in sys.modules}))\n"
@@ -342,6 +343,30 @@ def test_packaged_step_takes_only_calls_it_was_built_for(transcriber, beckett):
     finally:
         layer.cross_k = contiguous
     assert package.fits(model, token, None)
+
+
+@pytest.mark.needs_weights
+def test_encoder_package_serves_single_utterances(transcriber, beckett, monkeypatch):
+    """One utterance runs the packaged encoder layers, with the eager layers' features (float32
+    rounding apart); a padded batch (frame mask) runs them eagerly."""
+    calls = []
+    packaged_call = PackagedEncoder.__call__
+    monkeypatch.setattr(
+        PackagedEncoder, "__call__", lambda self, x: calls.append(1) or packaged_call(self, x)
+    )
+    model, layers = transcriber.model, transcriber._encoder_layers
+    assert layers is not None
+    with torch.inference_mode():
+        audio = torch.from_numpy(beckett[: 3 * SAMPLE_RATE])[None]
+        packaged, _ = model.encode(audio, layers=layers)
+        assert len(calls) == 1
+        eager, _ = model.encode(audio)
+        assert packaged.shape == eager.shape
+        assert (packaged - eager).abs().max().item() < 1e-4 * eager.abs().max().item()
+        pair = torch.zeros(2, audio.shape[1])
+        pair[0], pair[1, :SAMPLE_RATE] = audio[0], audio[0, :SAMPLE_RATE]
+        _, mask = model.encode(pair, [audio.shape[1], SAMPLE_RATE], layers=layers)
+    assert mask is not None and len(calls) == 1
 
 
 # -- padded cross K/V and masks, eager on the float model ---------------------------------------

@@ -1,4 +1,4 @@
-"""The single-utterance decode step as an AOTInductor package, run without the compiler stack.
+"""The model's hot parts as AOTInductor packages, run without the compiler stack.
 
 Why: loading a step saved by `aot_compile` needs dynamo and inductor imported, 2-3 s of every
 warm start on a 2-core VM (`import torch._inductor.config` alone: 1.8 s, 2026-12-01). A package
@@ -6,7 +6,9 @@ is a shared library with a C++ entry point; torch's own loader (`torch._C._aoti`
 nothing else imported, in 5 ms. Its weights are not baked in: the model's tensors are handed over
 as user-managed constants, so there is no second copy of them in memory.
 
-Everything a step reads or writes per utterance is an input: the self-attention caches and the
+Two packages, both for one utterance at a time: the encoder's layers (frames dynamic; the stem
+stays eager, where it is faster) and the decode step. Everything a step reads or writes per
+utterance is an input: the self-attention caches and the
 cross-attention K/V, one tensor per layer (views into one stacked tensor made the step 30% slower:
 each write to a view became a copy of the whole stack). The frame axis is dynamic. A call that
 does not fit what the package was built for (a batch, a logit mask, a padded frame mask, caches
@@ -23,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .decoding import decode_step
-from .model import Moonshine
+from .model import Encoder, Moonshine
 
 MAX_FRAMES = 16384
 """Longest cross K/V the package accepts (about 390 s of audio; `transcribe_long` cuts files into
@@ -110,6 +112,14 @@ def build_package(model: Moonshine, tokens: Tensor, input_pos: Tensor, path: Pat
         for layer, (k, v, ck, cv) in zip(layers, saved, strict=True):
             layer.kv_cache.k_cache, layer.kv_cache.v_cache = k, v  # type: ignore[union-attr]
             layer.cross_k, layer.cross_v = ck, cv
+    compile_package(exported, path)
+
+
+def compile_package(exported: torch.export.ExportedProgram, path: Path) -> None:
+    """Compile an exported program into a package at `path`, atomically, its weights left out
+    (`load_package` hands it the model's own tensors)."""
+    import torch._inductor
+
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.pt2")
     os.close(handle)
@@ -124,22 +134,62 @@ def build_package(model: Moonshine, tokens: Tensor, input_pos: Tensor, path: Pat
         Path(temporary).unlink(missing_ok=True)
 
 
+def load_package(path: Path, module: nn.Module) -> tuple[object, dict[str, Tensor]]:
+    """(runner, constants): the package at `path` bound to the tensors of `module`, the module
+    it was exported from. Raises (RuntimeError, KeyError...) when the file is no package or not
+    this module's. User-managed constants: the package reads the tensors in place, so they must
+    outlive it even if the module replaces one (setup_caches makes a new causal mask); the
+    caller keeps the returned references."""
+    runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+    tensors = dict(module.named_parameters(remove_duplicate=False))
+    tensors.update(module.named_buffers(remove_duplicate=False))
+    names = runner.get_constant_fqns()
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise KeyError(f"the package wants tensors this model lacks: {missing[:3]}")
+    constants = {name: tensors[name] for name in names}
+    runner.load_constants(constants, False, True, True)
+    return runner, constants
+
+
+def build_encoder_package(encoder: Encoder, features: Tensor, path: Path) -> None:
+    """Export the encoder's layers for one utterance (features [1, T, hidden] as the example,
+    T dynamic) and compile them into a package at `path`."""
+    from .compiled import use_compile_cache
+
+    use_compile_cache()
+    frames = torch.export.Dim("frames", min=MIN_FRAMES, max=MAX_FRAMES)
+    exported = torch.export.export(
+        encoder, (features,), dynamic_shapes={"x": {1: frames}}, strict=False
+    )
+    compile_package(exported, path)
+
+
+class PackagedEncoder:
+    """A loaded encoder package bound to one model's encoder; `fits` says when it applies."""
+
+    def __init__(self, path: Path, encoder: Encoder) -> None:
+        self._runner, self._constants = load_package(path, encoder)
+
+    def fits(self, x: Tensor, key_mask: Tensor | None) -> bool:
+        return (
+            key_mask is None
+            and x.shape[0] == 1
+            and MIN_FRAMES <= x.shape[1] <= MAX_FRAMES
+            and x.dtype == torch.float32
+            and x.is_contiguous()
+        )
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self._runner.run([x])[0]  # type: ignore[attr-defined]
+
+
 class PackagedStep:
     """A loaded package bound to one model's tensors; call it like a batch-1 `StepFn`."""
 
     def __init__(self, path: Path, model: Moonshine) -> None:
         """Raises (RuntimeError, KeyError...) when the file is no package or not this model's."""
-        self._runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
-        tensors = dict(model.named_parameters(remove_duplicate=False))
-        tensors.update(model.named_buffers(remove_duplicate=False))
-        names = self._runner.get_constant_fqns()
-        missing = [name for name in names if name.removeprefix("model.") not in tensors]
-        if missing:
-            raise KeyError(f"the package wants tensors this model lacks: {missing[:3]}")
-        # User-managed: the package reads these tensors in place, so they must outlive it even
-        # if the model replaces one (setup_caches makes a new causal mask): keep references.
-        self._constants = {name: tensors[name.removeprefix("model.")] for name in names}
-        self._runner.load_constants(self._constants, False, True, True)
+        self._runner, self._constants = load_package(path, _StepWithInputs(model))
 
     def fits(self, model: Moonshine, tokens: Tensor, allowed: Tensor | None) -> bool:
         """Whether this call has the shapes and layout the package was built for."""
@@ -164,7 +214,7 @@ class PackagedStep:
         self, model: Moonshine, tokens: Tensor, input_pos: Tensor
     ) -> tuple[Tensor, Tensor]:
         k_caches, v_caches, cross_k, cross_v = _per_layer(model)
-        token, logprob = self._runner.run(
+        token, logprob = self._runner.run(  # type: ignore[attr-defined]
             [tokens, input_pos, *k_caches, *v_caches, *cross_k, *cross_v]
         )
         return token, logprob
