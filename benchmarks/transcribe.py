@@ -358,9 +358,13 @@ def profile(transcriber: Transcriber, clip: Clip, repeats: int) -> dict[str, flo
 
         return wrapper
 
+    # the encoder's layers: the packaged form when the transcriber has one, else the module
+    packaged = getattr(transcriber, "_encoder_layers", None) is not None
     patches = (
         (model.encoder.stem, "forward", "stem"),
-        (model.encoder, "forward", "encoder_layers"),
+        (transcriber, "_encoder_layers", "encoder_layers")
+        if packaged
+        else (model.encoder, "forward", "encoder_layers"),
         (model, "prefill_cross", "cross_prefill"),
         (transcriber, "_step", "steps"),
     )
