@@ -20,8 +20,9 @@ import logging
 import os
 import platform
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -185,6 +186,37 @@ def _NO_TENSOR() -> None:
     return None
 
 
+Package = TypeVar("Package")
+
+
+def load_or_build(
+    artifact: Path,
+    what: str,
+    load: Callable[[], Package],
+    build: Callable[[], None],
+    fallback: str,
+) -> tuple[Package | None, bool]:
+    """(package, from disk): `artifact` loaded if usable, else built (saved atomically for the
+    next start) and loaded; None when building fails, and the caller keeps its slower path."""
+    if artifact.is_file():
+        try:
+            return load(), True
+        except Exception as exc:  # stale, foreign or corrupt: rebuild it
+            _LOGGER.info("cannot load %s (%s); compiling again", artifact, exc)
+    _LOGGER.warning(
+        "compiling the %s for this machine (about a minute on 2 cores, once; "
+        "later starts load it from %s)",
+        what,
+        artifact.parent,
+    )
+    try:
+        build()
+        return load(), False
+    except Exception as exc:  # no compiler, export limits...: the slower path still works
+        _LOGGER.warning("cannot package the %s (%s); %s", what, exc, fallback)
+        return None, False
+
+
 class CompiledStep:
     """`decoding.decode_step` compiled, callable as a `StepFn`.
 
@@ -237,26 +269,16 @@ class CompiledStep:
         self._marked = weakref.ref(first)
 
     def _load_or_build_package(self, model: Moonshine, tokens: Tensor, input_pos: Tensor) -> None:
-        """The packaged single-utterance step: from disk if a usable one is there, else built now
-        and saved (atomically) for the next start. A failed build leaves the JIT step."""
         assert self.artifact is not None
-        if self.artifact.is_file():
-            try:
-                self._package, self.loaded_from_disk = PackagedStep(self.artifact, model), True
-                return
-            except Exception as exc:  # stale, foreign or corrupt: rebuild it
-                _LOGGER.info("cannot load %s (%s); compiling again", self.artifact, exc)
-        _LOGGER.warning(
-            "compiling the decode step for this machine (about a minute on 2 cores, once; "
-            "later starts load it from %s)",
-            self.artifact.parent,
+        artifact = self.artifact
+        self._package, self.loaded_from_disk = load_or_build(
+            artifact,
+            "decode step",
+            lambda: PackagedStep(artifact, model),
+            lambda: build_package(model, tokens, input_pos, artifact),
+            "using the JIT step",
         )
-        try:
-            build_package(model, tokens, input_pos, self.artifact)
-            self._package = PackagedStep(self.artifact, model)
-        except Exception as exc:  # no compiler, export limits...: the JIT step still works
-            _LOGGER.warning("cannot package the decode step (%s); using the JIT step", exc)
-            self._package_failed = True
+        self._package_failed = self._package is None
 
     def __call__(
         self, model: Moonshine, tokens: Tensor, input_pos: Tensor, allowed: Tensor | None = None
@@ -301,21 +323,11 @@ class CompiledEncoder:
         return self.encoder(x, key_mask)
 
     def _load_or_build(self, x: Tensor) -> None:
-        if self.artifact.is_file():
-            try:
-                self._package = PackagedEncoder(self.artifact, self.encoder)
-                self.loaded_from_disk = True
-                return
-            except Exception as exc:  # stale, foreign or corrupt: rebuild it
-                _LOGGER.info("cannot load %s (%s); compiling again", self.artifact, exc)
-        _LOGGER.warning(
-            "compiling the encoder for this machine (about a minute on 2 cores, once; "
-            "later starts load it from %s)",
-            self.artifact.parent,
+        self._package, self.loaded_from_disk = load_or_build(
+            self.artifact,
+            "encoder",
+            lambda: PackagedEncoder(self.artifact, self.encoder),
+            lambda: build_encoder_package(self.encoder, x.contiguous(), self.artifact),
+            "running it eagerly",
         )
-        try:
-            build_encoder_package(self.encoder, x.contiguous(), self.artifact)
-            self._package = PackagedEncoder(self.artifact, self.encoder)
-        except Exception as exc:  # no compiler, export limits...: the eager encoder still works
-            _LOGGER.warning("cannot package the encoder (%s); running it eagerly", exc)
-            self._failed = True
+        self._failed = self._package is None

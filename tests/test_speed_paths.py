@@ -326,6 +326,21 @@ def test_corrupt_artifact_is_rebuilt(transcriber, beckett, tmp_path):
 
 
 @pytest.mark.needs_weights
+@pytest.mark.slow
+def test_failed_package_build_keeps_the_jit_step(transcriber, beckett, tmp_path, caplog):
+    """No place to write the package (its folder is a file): a warning, the JIT step, and the
+    same tokens; the next call does not try again."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    step = CompiledStep(torch.device("cpu"), artifact=blocked / "step.pt2")
+    with caplog.at_level("WARNING", logger="moonshine_live.compiled"):
+        assert decode(transcriber, beckett, step).tokens == BECKETT_TOKENS
+    assert "cannot package the decode step" in caplog.text
+    assert step._package is None and step._package_failed and not step.loaded_from_disk
+    assert decode(transcriber, beckett, step).tokens == BECKETT_TOKENS
+
+
+@pytest.mark.needs_weights
 def test_packaged_step_takes_only_calls_it_was_built_for(transcriber, beckett):
     """The package has fixed layouts baked in: anything else must go to the JIT step."""
     transcriber.transcribe(beckett[:SAMPLE_RATE])
