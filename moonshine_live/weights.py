@@ -227,6 +227,7 @@ def load_model(
     }
     model.load_state_dict(state, strict=True, assign=True)
     _materialize_buffers(model, checkpoint.config, device)
+    model.fuse_cross_kv()
     return model.eval().requires_grad_(False)
 
 

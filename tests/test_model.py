@@ -270,3 +270,26 @@ def test_rotary_is_bitwise_the_pairwise_rotation(head_dim: int, factor: float) -
 
     assert cos.shape == sin.shape == (37, head_dim)
     assert torch.equal(apply_rotary(x, cos, sin), expected)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_cross_kv_prefill_is_bitwise_the_per_layer_one(bias: bool) -> None:
+    """One stacked product gives every layer's cross K/V exactly, and the layers' weights become
+    views of the stacked weight (stored once), their values unchanged."""
+    torch.manual_seed(0)
+    model = Moonshine(MoonshineConfig(**{**SMALL, "attention_bias": bias})).eval()
+    features = torch.randn(2, 13, SMALL["hidden_size"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.prefill_cross(features)
+        per_layer = [(layer.cross_k, layer.cross_v) for layer in model.decoder.layers]
+        model.fuse_cross_kv()
+        assert model.cross_kv is not None and (model.cross_kv[1] is not None) == bias
+        model.prefill_cross(features)
+    for layer, (k, v) in zip(model.decoder.layers, per_layer, strict=True):
+        assert torch.equal(layer.cross_k, k) and torch.equal(layer.cross_v, v)
+        assert layer.cross_k.is_contiguous() and layer.cross_v.is_contiguous()
+        weight = layer.cross_attn.k_proj.weight
+        assert weight.untyped_storage().data_ptr() == model.cross_kv[0].untyped_storage().data_ptr()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
