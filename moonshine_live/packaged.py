@@ -6,13 +6,13 @@ is a shared library with a C++ entry point; torch's own loader (`torch._C._aoti`
 nothing else imported, in 5 ms. Its weights are not baked in: the model's tensors are handed over
 as user-managed constants, so there is no second copy of them in memory.
 
-Two packages, both for one utterance at a time: the encoder's layers (frames dynamic; the stem
-stays eager, where it is faster) and the decode step. Everything a step reads or writes per
-utterance is an input: the self-attention caches and the
-cross-attention K/V, one tensor per layer (views into one stacked tensor made the step 30% slower:
-each write to a view became a copy of the whole stack). The frame axis is dynamic. A call that
-does not fit what the package was built for (a batch, a logit mask, a padded frame mask, caches
-grown past the model's maximum) goes to the JIT step instead; `fits` decides.
+Two packages, both for one utterance at a time: the encoder's layers (the stem stays eager,
+where it is faster) and the decode step. Everything a step reads or writes per utterance is an
+input: the self-attention caches and the cross-attention K/V, one tensor per layer (caches as
+views into one stacked tensor made the step 30% slower: each write to a view became a copy of the
+whole stack). The frame axis is dynamic in both. A call that does not fit what a package was
+built for (a batch, a logit mask, a padded frame mask, caches grown past the model's maximum, an
+unexpected layout) goes to the JIT step or the eager encoder instead; `fits` decides.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MAX_FRAMES = 16384
 """Longest cross K/V the package accepts (about 390 s of audio; `transcribe_long` cuts files into
 much shorter pieces)."""
 MIN_FRAMES = 2
-"""Export cannot mark a size-1 axis dynamic; `transcriber.WARMUP_SAMPLES` pads short audio to 2."""
+"""Export cannot mark a size-1 axis dynamic; `transcriber.SHORTEST_SAMPLES` pads audio to 2."""
 
 
 class _StepWithInputs(nn.Module):
