@@ -104,16 +104,6 @@ def _load_probe_library(isa: object, output_path: str) -> bool:
     return True
 
 
-def _vector_isa(device: torch.device) -> str:
-    """The vector instruction set inductor builds CPU kernels for (e.g. "avx2", "avx512 ...")."""
-    if device.type != "cpu":
-        return ""
-    use_compile_cache()  # the ISA check below must see our settings
-    from torch._inductor.cpu_vec_isa import pick_vec_isa
-
-    return str(pick_vec_isa())
-
-
 VECTOR_FLAGS = (
     "avx",
     "avx2",

@@ -487,11 +487,14 @@ def test_probe_library_loads_in_process(tmp_path):
 
 @pytest.mark.slow
 def test_in_process_probes_pick_the_same_vector_isa(tmp_path):
-    """Our start-up (probe libraries loaded in process, base ISA taken from the CPU flags) picks
-    the vector ISA that inductor's own subprocess probes pick: same kernels, same file names."""
-    from moonshine_live.compiled import _vector_isa
+    """Our compiler set-up (probe libraries loaded in process, base ISA taken from the CPU flags)
+    picks the vector ISA that inductor's own subprocess probes pick: the same kernels."""
+    from moonshine_live.compiled import use_compile_cache
 
-    ours = _vector_isa(torch.device("cpu"))
+    use_compile_cache()  # the ISA pick below must see our settings
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    ours = str(pick_vec_isa())
     code = "from torch._inductor.cpu_vec_isa import pick_vec_isa; print(str(pick_vec_isa()))"
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
     env.pop("TORCHINDUCTOR_VEC_ISA_OK", None)
