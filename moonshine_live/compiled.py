@@ -283,7 +283,7 @@ class CompiledStep:
         if self.artifact is not None and not self._package_failed:
             if self._package is None and standard_caches(model) and allowed is None:
                 self._load_or_build_package(model, tokens, input_pos)
-            if self._package is not None and self._package.fits(model, tokens, allowed):
+            if self._package is not None and self._package.fits(model, tokens, input_pos, allowed):
                 return self._package(model, tokens, input_pos)
         self._mark_dynamic(model)
         return self._jit(*args)

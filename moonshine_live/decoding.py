@@ -99,15 +99,20 @@ def token_budget(
 
 
 def decode_step(
-    model: Moonshine, tokens: Tensor, input_pos: Tensor, allowed: Tensor | None = None
+    model: Moonshine,
+    tokens: Tensor,
+    input_pos: Tensor,
+    allowed: Tensor | None = None,
+    attend_to: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One decoder step and its greedy choice: tokens [B, 1] at input_pos [1] -> (next token [B],
     its log-probability [B]); `allowed` [B, vocab] (bool) masks the logits first.
 
     The single function `compiled.py` compiles: choosing inside the step saves a pass over the
-    logits, and shapes never change between steps.
+    logits, and shapes never change between steps. `attend_to` (`Decoder.forward`) is for the
+    packaged step, where it is a dynamic size.
     """
-    logits = model.decode_step(tokens, input_pos)[:, -1]
+    logits = model.decode_step(tokens, input_pos, attend_to)[:, -1]
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
     logprob, token = torch.log_softmax(logits, dim=-1).max(dim=-1)

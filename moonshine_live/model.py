@@ -376,13 +376,16 @@ class DecoderLayer(nn.Module):
 
     def forward(
         self, x: Tensor, rope: tuple[Tensor, Tensor], input_pos: Tensor,
-        self_mask: Tensor, cross_mask: Tensor | None,
+        self_mask: Tensor | None, cross_mask: Tensor | None, attend_to: int | None = None,
     ) -> Tensor:  # fmt: skip
+        """`attend_to`: see `Decoder.forward`."""
         assert self.kv_cache is not None and self.cross_k is not None, "call setup_caches first"
         h = self.attn_norm(x)
         q = apply_rotary(self.attn.project_q(h), *rope)
         k, v = self.attn.project_kv(h)
         k, v = self.kv_cache.update(input_pos, apply_rotary(k, *rope), v)
+        if attend_to is not None:
+            k, v = k[:, :, :attend_to], v[:, :, :attend_to]
         x = x + self.attn.attend(q, k, v, self_mask)
         q = self.cross_attn.project_q(self.cross_norm(x))
         x = x + self.cross_attn.attend(q, self.cross_k, self.cross_v, cross_mask)
@@ -406,13 +409,18 @@ class Decoder(nn.Module):
         self.register_buffer("causal_mask", torch.ones(0, 0, dtype=torch.bool), persistent=False)
         self.cross_mask: Tensor | None = None  # [B, 1, 1, T] or None when nothing is padded
 
-    def forward(self, tokens: Tensor, input_pos: Tensor) -> Tensor:
-        """tokens [B, S] at positions input_pos [S] -> hidden [B, S, hidden]."""
+    def forward(self, tokens: Tensor, input_pos: Tensor, attend_to: int | None = None) -> Tensor:
+        """tokens [B, S] at positions input_pos [S] -> hidden [B, S, hidden].
+
+        `attend_to` (one token, S = 1, at position `attend_to - 1`): the self-attention reads
+        only the cache positions written so far instead of the whole cache under the causal
+        mask; same result, and a step reads 5 MB less (the cache holds the model's maximum).
+        """
         x = self.embed_tokens(tokens)
         rope = self.rotary(input_pos)
-        self_mask = self.causal_mask[input_pos][None, None]
+        self_mask = None if attend_to is not None else self.causal_mask[input_pos][None, None]
         for layer in self.layers:
-            x = layer(x, rope, input_pos, self_mask, self.cross_mask)
+            x = layer(x, rope, input_pos, self_mask, self.cross_mask, attend_to)
         return self.norm(x)
 
 
@@ -531,9 +539,12 @@ class Moonshine(nn.Module):
                 layer.cross_k, layer.cross_v = k.contiguous(), v.contiguous()
         self.decoder.cross_mask = None if frame_mask is None else frame_mask[:, None, None, :]
 
-    def decode_step(self, tokens: Tensor, input_pos: Tensor) -> Tensor:
-        """tokens [B, S] at input_pos [S] -> logits [B, S, vocab] (float32)."""
-        hidden = self.decoder(tokens, input_pos)
+    def decode_step(
+        self, tokens: Tensor, input_pos: Tensor, attend_to: int | None = None
+    ) -> Tensor:
+        """tokens [B, S] at input_pos [S] -> logits [B, S, vocab] (float32); `attend_to`: see
+        `Decoder.forward`."""
+        hidden = self.decoder(tokens, input_pos, attend_to)
         if self.head is not None:
             return self.head(hidden).float()
         head = self.decoder.embed_tokens.weight if self.proj_out is None else self.proj_out.weight

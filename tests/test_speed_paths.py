@@ -346,18 +346,24 @@ def test_packaged_step_takes_only_calls_it_was_built_for(transcriber, beckett):
     transcriber.transcribe(beckett[:SAMPLE_RATE])
     package, model = transcriber._step._package, transcriber.model
     assert package is not None
-    token = torch.ones(1, 1, dtype=torch.long)
-    assert package.fits(model, token, None)
-    assert not package.fits(model, token.repeat(2, 1), None)  # a batch
-    assert not package.fits(model, token, torch.ones(1, model.config.vocab_size, dtype=torch.bool))
+    token, position = torch.ones(1, 1, dtype=torch.long), torch.tensor([0])
+    assert package.fits(model, token, position, None)
+    assert not package.fits(model, token.repeat(2, 1), position, None)  # a batch
+    last = model.config.max_position_embeddings - 1  # the whole cache: the JIT step's
+    assert package.fits(model, token, torch.tensor([last - 1]), None)
+    assert not package.fits(model, token, torch.tensor([last]), None)
+    assert not package.fits(model, token, torch.tensor([0, 1]), None)
+    assert not package.fits(
+        model, token, position, torch.ones(1, model.config.vocab_size, dtype=torch.bool)
+    )
     layer = model.decoder.layers[3]
     contiguous = layer.cross_k
     try:  # same values, another layout
         layer.cross_k = contiguous.transpose(2, 3).contiguous().transpose(2, 3)
-        assert not package.fits(model, token, None)
+        assert not package.fits(model, token, position, None)
     finally:
         layer.cross_k = contiguous
-    assert package.fits(model, token, None)
+    assert package.fits(model, token, position, None)
 
 
 @pytest.mark.needs_weights
