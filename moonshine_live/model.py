@@ -309,7 +309,20 @@ class AudioStem(nn.Module):
         return F.gelu(_conv_as_matmul(x, self.conv3))
 
 
-def _conv_as_matmul(x: Tensor, conv: nn.Conv1d) -> Tensor:
+class ConvAsLinear(nn.Module):
+    """A conv (no padding or dilation) as a linear module over its windows (`_conv_as_matmul`),
+    for a linear kernel that is not `F.linear` (e.g. `amx.AmxLinear`)."""
+
+    def __init__(self, linear: nn.Module, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.linear = linear
+        self.kernel_size, self.stride = (kernel_size,), (stride,)
+
+    def forward(self, windows: Tensor) -> Tensor:
+        return self.linear(windows)
+
+
+def _conv_as_matmul(x: Tensor, conv: nn.Conv1d | ConvAsLinear) -> Tensor:
     """`conv` (no padding or dilation) on time-major x [B, T, C_in] -> [B, T', C_out].
 
     The weight [C_out, C_in, K] flattens for free to [C_out, C_in * K], matching windows laid out
@@ -317,6 +330,8 @@ def _conv_as_matmul(x: Tensor, conv: nn.Conv1d) -> Tensor:
     """
     (kernel,), (stride,) = conv.kernel_size, conv.stride
     windows = x.unfold(1, kernel, stride).flatten(2)  # [B, T', C_in * K]
+    if isinstance(conv, ConvAsLinear):
+        return conv(windows)
     return F.linear(windows, conv.weight.flatten(1), conv.bias)
 
 
@@ -444,6 +459,8 @@ class Moonshine(nn.Module):
         """An output head replacing the (tied) float one, e.g. an int8 kernel; None = float."""
         self.cross_kv: tuple[Tensor, Tensor | None] | None = None
         """All cross-attention K and V weights (and biases) stacked; see `fuse_cross_kv`."""
+        self.cross_kv_linear: nn.Module | None = None
+        """The stacked cross K/V product by another kernel (`amx.AmxLinear`); None: F.linear."""
 
     def fuse_cross_kv(self) -> None:
         """Stack every layer's cross-attention K and V projections into one weight, the layers'
@@ -525,9 +542,13 @@ class Moonshine(nn.Module):
             features = F.pad(features, (0, 0, 0, padding))
             frame_mask = F.pad(frame_mask, (0, padding), value=False)
         layers = self.decoder.layers
-        if self.cross_kv is not None:
+        if self.cross_kv is not None or self.cross_kv_linear is not None:
             attention = layers[0].cross_attn
-            kv = F.linear(features, *self.cross_kv)  # [B, T, 2 x layers x H_kv x D]
+            kv = (  # [B, T, 2 x layers x H_kv x D]
+                self.cross_kv_linear(features)
+                if self.cross_kv_linear is not None
+                else F.linear(features, *self.cross_kv)  # type: ignore[misc]
+            )
             # -> [2 x layers, B, H_kv, T, D]: each layer's K and V contiguous
             parts = kv.unflatten(-1, (-1, attention.num_kv_heads, attention.head_dim))
             parts = parts.permute(2, 0, 3, 1, 4).contiguous()

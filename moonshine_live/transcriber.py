@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .amx import load_kernels
 from .audio import SAMPLE_RATE, load_audio, speech_regions, split_at_pauses, validate_audio
 from .compiled import CompiledEncoder, CompiledStep, precompiled_step_path
 from .config import DecodeConfig
@@ -99,8 +100,10 @@ class Transcriber:
         self.checkpoint: Checkpoint = resolve_checkpoint(self.config.model)
         started = time.perf_counter()
         int8 = self._wants_int8()
+        # AMX goes with the int8 decoder: the same exact int8 weights, on the CPU, compiled
+        self.amx = int8 and self.config.compile and load_kernels()
         self.model = load_model(
-            self.checkpoint, self.device, self.dtype, INT8_PARTS if int8 else ()
+            self.checkpoint, self.device, self.dtype, INT8_PARTS if int8 else (), self.amx
         )
         self.tokenizer = Tokenizer.from_file(self.checkpoint.tokenizer_path)
         self.guard = RepetitionGuard(
@@ -118,7 +121,11 @@ class Transcriber:
             self._encoder_layers = CompiledEncoder(
                 self.model.encoder,
                 precompiled_step_path(
-                    self.checkpoint, self.device, self.dtype, int8, part="encoder"
+                    self.checkpoint,
+                    self.device,
+                    self.dtype,
+                    int8,
+                    part="encoder-amx" if self.amx else "encoder",
                 ),
             )
         self._lock = threading.Lock()

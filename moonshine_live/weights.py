@@ -20,7 +20,7 @@ from .errors import ConfigError, WeightsError
 from .keymap import hf_to_ours
 from .model import Moonshine
 from .model_config import MoonshineConfig
-from .quantized import SCALE_SUFFIX, ZERO_POINT_SUFFIX
+from .quantized import SCALE_SUFFIX, ZERO_POINT_SUFFIX, QuantizedTensor
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -198,15 +198,19 @@ def load_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     int8_parts: tuple[str, ...] = (),
+    amx: bool = False,
 ) -> Moonshine:
     """Build on the meta device and assign the checkpoint's tensors (no double allocation).
 
     `int8_parts` (see `INT8_PARTS`; CPU float32 only) keep those linears as `Int8WeightLinear`s
     holding the checkpoint's own int8 tensors, never expanded to float: bit-identical weights
-    in a quarter of the memory. Parts the checkpoint stores as float stay float.
+    in a quarter of the memory. Parts the checkpoint stores as float stay float. `amx` (after
+    `amx.load_kernels()` succeeded) runs the encoder's products and the cross K/V prefill on
+    AMX tiles from the int8 tensors (`amx.use_amx`).
     """
     path = checkpoint.weights_path
     flat = read_flat(path)
+    amx_sources = _amx_sources(flat, path) if amx else {}
     with torch.device("meta"):
         model = Moonshine(checkpoint.config)
     int8_q = _use_int8_modules(model, flat, int8_parts, path)
@@ -228,7 +232,28 @@ def load_model(
     model.load_state_dict(state, strict=True, assign=True)
     _materialize_buffers(model, checkpoint.config, device)
     model.fuse_cross_kv()
+    if amx_sources:
+        from .amx import use_amx
+
+        use_amx(model, amx_sources)
     return model.eval().requires_grad_(False)
+
+
+def _amx_sources(flat: dict[str, torch.Tensor], path: Path) -> dict[str, QuantizedTensor]:
+    """{our name: int8 tensor} for what `amx.use_amx` can take: the encoder and cross K/V."""
+    from .quantized import read_quantized
+
+    try:
+        stored = {hf_to_ours(name): t for name, t in read_quantized(flat).items()}
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: bad quantized tensors: {exc}") from None
+    return {
+        name: tensor
+        for name, tensor in stored.items()
+        if name.startswith("encoder.")
+        or ".cross_attn.k_proj." in name
+        or ".cross_attn.v_proj." in name
+    }
 
 
 def _use_int8_modules(

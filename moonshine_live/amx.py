@@ -1,0 +1,229 @@
+"""Exact int8-weight linears on AMX tiles: the encoder's matrix products and the cross K/V prefill.
+
+Why: those products are float32 GEMMs, compute-bound at about 170 GFLOP/s on 2 cores, and they
+are most of a short command's time. Intel's AMX tiles multiply bfloat16 at many times that rate.
+Every weight of the checkpoint is an integer `q - zero_point` (|w| <= 152, exact in bfloat16)
+times a per-tensor scale, and a float32 activation is the exact sum of three bfloat16 parts, so
+the kernel (`assets/amx_linear.cpp`) forms exact products and rounds only its float32 sums, as a
+float32 GEMM does: transcripts stay the float model's.
+
+The kernel is compiled on the machine that runs it (g++, about 15 s, once) into the compile
+cache and loaded as the torch op `moonshine_live::amx_linear`, which the encoder package calls.
+Without AMX, a compiler or permission from the kernel, the float path runs instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .model import ConvAsLinear, Moonshine
+from .quantized import QuantizedTensor
+
+_LOGGER = logging.getLogger(__name__)
+
+KERNEL_SOURCE = "amx_linear.cpp"
+BLOCK = 32
+"""Inputs and outputs of an AMX linear come in multiples of this (the kernel's block)."""
+REQUIRED_FLAGS = ("amx_tile", "amx_bf16", "avx512f", "avx512bw")
+_state: dict[str, bool] = {}
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has the tile and vector features the kernel uses (Linux x86-64 only)."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return all(flag in value.split() for flag in REQUIRED_FLAGS)
+    return False
+
+
+def library_path() -> Path:
+    """Where the kernel built for this source, torch and CPU is kept."""
+    from .compiled import compile_cache_dir, cpu_vector_features
+
+    key = hashlib.sha256()
+    for part in (
+        _source().read_bytes(),
+        torch.__version__.encode(),
+        cpu_vector_features().encode(),
+    ):
+        key.update(part)
+    return compile_cache_dir() / f"amx-linear-{key.hexdigest()[:16]}.so"
+
+
+def load_kernels() -> bool:
+    """Build (the first time) and load the op; False, with a warning, when it cannot run here."""
+    if "loaded" in _state:
+        return _state["loaded"]
+    loaded = False
+    if cpu_has_amx():
+        path = library_path()
+        try:
+            if not path.exists():
+                _LOGGER.warning("compiling the AMX kernels for this machine (once, about 15 s)")
+                build(path)
+            torch.ops.load_library(str(path))
+            _register_fake()
+            loaded = _works()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            _LOGGER.warning("AMX kernels unavailable, the encoder runs float32 GEMMs: %s", exc)
+    _state["loaded"] = loaded
+    return loaded
+
+
+def build(path: Path) -> None:
+    """Compile the kernel into a shared library at `path`, atomically."""
+    torch_dir = Path(torch.__file__).parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.so")
+    os.close(handle)
+    command = [
+        os.environ.get("CXX", "g++"), "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC",
+        "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}",
+        f"-I{torch_dir / 'include'}", f"-I{torch_dir / 'include/torch/csrc/api/include'}",
+        str(_source()), "-o", temporary, f"-L{torch_dir / 'lib'}",
+        "-ltorch", "-ltorch_cpu", "-lc10",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed: {done.stderr.strip()[-600:]}")
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _source() -> Path:
+    return Path(str(files("moonshine_live") / "assets" / KERNEL_SOURCE))
+
+
+def _register_fake() -> None:
+    """Shapes for export (the encoder package): the op's output is x with N features."""
+    if "fake" in _state:
+        return
+
+    @torch.library.register_fake("moonshine_live::amx_linear")
+    def _(x: Tensor, packed: Tensor, scales: Tensor, bias: Tensor | None, out_features: int):
+        return x.new_empty((*x.shape[:-1], out_features))
+
+    _state["fake"] = True
+
+
+def _works() -> bool:
+    """One small product against float32: the OS may refuse the tile state (old kernels)."""
+    q = torch.arange(BLOCK * BLOCK, dtype=torch.int32).remainder(255).sub(127)
+    linear = AmxLinear.from_quantized(
+        [QuantizedTensor(q.to(torch.int8).view(BLOCK, BLOCK), 0.5, 3.0)]
+    )
+    x = torch.linspace(-2, 2, 3 * BLOCK).view(3, BLOCK)
+    expected = x @ ((q.view(BLOCK, BLOCK).float() - 3.0) * 0.5).T
+    return bool(torch.allclose(linear(x), expected, rtol=1e-5, atol=1e-4))
+
+
+class AmxLinear(nn.Module):
+    """`y = x @ W.T + b` on AMX tiles, W held as packed exact integers with one scale per output.
+
+    Several int8 tensors can share one module (stacked along the outputs, each with its own scale
+    and zero point): the cross K/V prefill is then one call.
+    """
+
+    def __init__(
+        self, packed: Tensor, scales: Tensor, bias: Tensor | None, in_features: int
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, scales.numel()
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales", scales)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    @classmethod
+    def from_quantized(
+        cls, weights: Sequence[QuantizedTensor], bias: Tensor | None = None
+    ) -> AmxLinear:
+        """From int8 weights [N_i, K...] (trailing dims flatten, as a conv's do), stacked."""
+        flat = [w.q.flatten(1) for w in weights]
+        pairs = list(zip(flat, weights, strict=True))
+        packed = torch.cat([torch.ops.moonshine_live.amx_pack(q, w.zero_point) for q, w in pairs])
+        scales = torch.cat([torch.full((q.shape[0],), w.scale) for q, w in pairs])
+        return cls(packed, scales, bias, flat[0].shape[1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.moonshine_live.amx_linear(
+            x, self.packed, self.scales, self.bias, self.out_features
+        )
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, amx"
+
+
+def fits(in_features: int, out_features: int) -> bool:
+    return in_features % BLOCK == 0 and out_features % BLOCK == 0
+
+
+def use_amx(model: Moonshine, quantized: Mapping[str, QuantizedTensor]) -> int:
+    """Swap the encoder's linears, the stem's window products (conv2, conv3) and the fused cross
+    K/V prefill for `AmxLinear`s built from the checkpoint's int8 tensors (our names); a part
+    stored as float, or of a size the kernel does not take, stays as it is. Returns the count."""
+    swapped = 0
+    encoder = model.encoder
+    for name, module in list(encoder.named_modules()):
+        weight = quantized.get(f"encoder.{name}.weight")
+        if (
+            isinstance(module, nn.Linear)
+            and weight is not None
+            and fits(module.in_features, module.out_features)
+        ):
+            parent, _, attr = name.rpartition(".")
+            linear = AmxLinear.from_quantized([weight], _float(module.bias))
+            setattr(encoder.get_submodule(parent), attr, linear)
+            swapped += 1
+    stem = encoder.stem
+    for attr in ("conv2", "conv3"):
+        conv = getattr(stem, attr)
+        weight = quantized.get(f"encoder.stem.{attr}.weight")
+        inputs = conv.in_channels * conv.kernel_size[0]
+        if weight is not None and fits(inputs, conv.out_channels):
+            linear = AmxLinear.from_quantized([weight], _float(conv.bias))
+            setattr(stem, attr, ConvAsLinear(linear, conv.kernel_size[0], conv.stride[0]))
+            swapped += 1
+    swapped += _use_amx_cross_kv(model, quantized)
+    return swapped
+
+
+def _use_amx_cross_kv(model: Moonshine, quantized: Mapping[str, QuantizedTensor]) -> int:
+    if model.cross_kv is None or model.cross_kv[1] is not None:
+        return 0
+    names = [
+        f"decoder.layers.{i}.cross_attn.{projection}.weight"
+        for i in range(len(model.decoder.layers))
+        for projection in ("k_proj", "v_proj")
+    ]  # the order `Moonshine.fuse_cross_kv` stacks them in
+    weights = [quantized.get(name) for name in names]
+    if any(w is None for w in weights):
+        return 0
+    stacked = [w for w in weights if w is not None]
+    if not fits(stacked[0].shape[1], sum(w.shape[0] for w in stacked)):
+        return 0
+    model.cross_kv_linear = AmxLinear.from_quantized(stacked)
+    return 1
+
+
+def _float(bias: Tensor | None) -> Tensor | None:
+    return None if bias is None else bias.detach().float().contiguous()

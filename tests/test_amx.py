@@ -1,0 +1,127 @@
+"""The AMX linears: exact products, any row count, stacked weights, clear errors, and the float
+path when the kernels cannot run. Transcripts with them are checked in test_speed_paths.py (the
+shared transcriber runs them on an AMX CPU).
+
+AMX is a CPU feature, not a part to install: on a CPU without it the kernel tests skip, and the
+fallback test checks that the float path runs instead.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from moonshine_live import amx
+from moonshine_live.config import DecodeConfig
+from moonshine_live.quantized import QuantizedTensor
+from moonshine_live.transcriber import Transcriber
+
+needs_amx = pytest.mark.skipif(not amx.cpu_has_amx(), reason="this CPU has no AMX tiles")
+
+
+def quantized(rows: int, cols: int, seed: int, scale: float = 0.5, zero_point: float = -3.0):
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randint(-128, 128, (rows, cols), generator=generator, dtype=torch.int8)
+    return QuantizedTensor(q, scale, zero_point)
+
+
+def float_weight(weight: QuantizedTensor) -> torch.Tensor:
+    return (weight.q.double() - weight.zero_point) * weight.scale
+
+
+@pytest.fixture(scope="module")
+def kernels() -> None:
+    assert amx.load_kernels(), "this CPU has AMX, so the kernels must build and load"
+
+
+@needs_amx
+def test_products_are_exact(kernels):
+    """Integer activations and a power-of-two scale: every sum is an integer below 2^24, so a
+    float32 result with exact products has no rounding at all, in any order."""
+    weight = quantized(96, 416, seed=1)
+    bias = torch.arange(96, dtype=torch.float32) - 40
+    linear = amx.AmxLinear.from_quantized([weight], bias)
+    x = torch.randint(-50, 51, (3, 41, 416), generator=torch.Generator().manual_seed(2)).float()
+    expected = torch.nn.functional.linear(x.double(), float_weight(weight), bias.double())
+    assert torch.equal(linear(x), expected.float())
+
+
+@needs_amx
+@pytest.mark.parametrize("rows", [1, 7, 32, 33, 82, 415])
+def test_real_activations_match_float32(kernels, rows):
+    """Real-valued activations split into three bfloat16 parts: no further from the float64
+    result than float32's own GEMM is (plus a hair)."""
+    weight = quantized(416, 1664, seed=3, scale=0.0123, zero_point=7.0)
+    linear = amx.AmxLinear.from_quantized([weight])
+    x = torch.randn(rows, 1664, generator=torch.Generator().manual_seed(rows))
+    exact = x.double() @ float_weight(weight).T
+    ours_error = (linear(x).double() - exact).abs().max()
+    float32_error = (x @ float_weight(weight).float().T - exact).abs().max()
+    assert ours_error <= 2 * float32_error + 1e-6
+
+
+@needs_amx
+def test_stacked_weights_keep_their_own_scales(kernels):
+    """The cross K/V form: several int8 tensors, each with its own scale and zero point."""
+    parts = [quantized(64, 416, seed=4, scale=0.25), quantized(32, 416, seed=5, zero_point=11.0)]
+    stacked = amx.AmxLinear.from_quantized(parts)
+    x = torch.randint(-20, 21, (5, 416), generator=torch.Generator().manual_seed(6)).float()
+    expected = torch.cat([x.double() @ float_weight(p).T for p in parts], dim=-1)
+    assert stacked.out_features == 96
+    assert torch.equal(stacked(x), expected.float())
+
+
+@needs_amx
+def test_conv_weights_flatten_like_the_windows(kernels):
+    weight = QuantizedTensor(quantized(32, 3 * 64, seed=7).q.view(32, 64, 3), 1.0, 2.0)
+    linear = amx.AmxLinear.from_quantized([weight])
+    x = torch.randint(-9, 10, (4, 192), generator=torch.Generator().manual_seed(8)).float()
+    flat = (weight.q.double().flatten(1) - 2.0) * 1.0
+    assert linear.in_features == 192
+    assert torch.equal(linear(x), (x.double() @ flat.T).float())
+
+
+@needs_amx
+def test_bad_sizes_name_the_problem(kernels):
+    with pytest.raises(RuntimeError, match="multiples of 32"):
+        torch.ops.moonshine_live.amx_pack(torch.zeros(40, 416, dtype=torch.int8), 0.0)
+    linear = amx.AmxLinear.from_quantized([quantized(32, 416, seed=9)])
+    with pytest.raises(RuntimeError, match="packed weight does not fit x"):
+        linear(torch.zeros(2, 384))
+    with pytest.raises(RuntimeError, match="float32"):
+        linear(torch.zeros(2, 416, dtype=torch.float64))
+    assert linear(torch.zeros(0, 416)).shape == (0, 32)
+
+
+@needs_amx
+def test_transcriber_runs_the_encoder_on_amx(transcriber):
+    model = transcriber.model
+    assert transcriber.amx
+    assert isinstance(model.encoder.layers[0].mlp.fc1, amx.AmxLinear)
+    assert isinstance(model.encoder.stem.conv2.linear, amx.AmxLinear)
+    assert isinstance(model.cross_kv_linear, amx.AmxLinear)
+    assert transcriber._encoder_layers.artifact.name.startswith("encoder-amx-")
+
+
+def test_without_amx_the_float_encoder_runs(monkeypatch, caplog):
+    """No AMX (or no compiler): the same engine with float32 GEMMs, said once in the log."""
+    monkeypatch.setattr(amx, "_state", {})
+    monkeypatch.setattr(amx, "cpu_has_amx", lambda: False)
+    fallback = Transcriber(DecodeConfig(compile=True), warm_up=False)
+    assert not fallback.amx
+    assert type(fallback.model.encoder.layers[0].mlp.fc1) is nn.Linear
+    assert fallback.model.cross_kv_linear is None
+
+
+def test_a_failed_build_keeps_the_float_path(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(amx, "_state", {})
+    monkeypatch.setattr(amx, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(amx, "library_path", lambda: tmp_path / "amx.so")
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with caplog.at_level(logging.WARNING, logger="moonshine_live.amx"):
+        assert not amx.load_kernels()
+    assert "AMX kernels unavailable" in caplog.text
+    assert not (tmp_path / "amx.so").exists()
