@@ -42,7 +42,10 @@ _LOGGER = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "compiled"
 """Inductor's cache (kernels, graphs) under `embedded.cache_root()`."""
-STEP_SOURCES = ("decoding.py", "model.py", "quantized.py", "compiled.py", "packaged.py")
+STEP_SOURCES = (
+    "decoding.py", "model.py", "quantized.py", "compiled.py", "packaged.py", "amx.py",
+    "assets/amx_linear.cpp",
+)  # fmt: skip
 """The modules whose code a compiled step holds: part of the precompiled step's file name."""
 CUDA_FRAME_BUCKET = 64
 """CUDA graphs need fixed shapes: cross K/V are padded to a multiple of this many frames

@@ -37,14 +37,23 @@ def kernels() -> None:
     assert amx.load_kernels(), "this CPU has AMX, so the kernels must build and load"
 
 
+def on_grid(shape: tuple[int, ...], seed: int, largest: int = 50) -> torch.Tensor:
+    """Integer activations whose rows peak at 64: on the kernel's 22-bit grid (64 / 2^22) every
+    one is exact, so the only rounding left is the final float32 result."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randint(-largest, largest + 1, shape, generator=generator).float()
+    x[..., 0] = 64.0
+    return x
+
+
 @needs_amx
 def test_products_are_exact(kernels):
-    """Integer activations and a power-of-two scale: every sum is an integer below 2^24, so a
-    float32 result with exact products has no rounding at all, in any order."""
+    """Activations on the grid, a power-of-two scale, integer bias: every sum is exact, so the
+    result is the float64 product rounded once, whatever the order of the sums."""
     weight = quantized(96, 416, seed=1)
     bias = torch.arange(96, dtype=torch.float32) - 40
     linear = amx.AmxLinear.from_quantized([weight], bias)
-    x = torch.randint(-50, 51, (3, 41, 416), generator=torch.Generator().manual_seed(2)).float()
+    x = on_grid((3, 41, 416), seed=2)
     expected = torch.nn.functional.linear(x.double(), float_weight(weight), bias.double())
     assert torch.equal(linear(x), expected.float())
 
@@ -52,8 +61,8 @@ def test_products_are_exact(kernels):
 @needs_amx
 @pytest.mark.parametrize("rows", [1, 7, 32, 33, 82, 415])
 def test_real_activations_match_float32(kernels, rows):
-    """Real-valued activations split into three bfloat16 parts: no further from the float64
-    result than float32's own GEMM is (plus a hair)."""
+    """Real-valued activations on each row's 22-bit grid: no further from the float64 result
+    than float32's own GEMM is (plus a hair)."""
     weight = quantized(416, 1664, seed=3, scale=0.0123, zero_point=7.0)
     linear = amx.AmxLinear.from_quantized([weight])
     x = torch.randn(rows, 1664, generator=torch.Generator().manual_seed(rows))
@@ -68,7 +77,7 @@ def test_stacked_weights_keep_their_own_scales(kernels):
     """The cross K/V form: several int8 tensors, each with its own scale and zero point."""
     parts = [quantized(64, 416, seed=4, scale=0.25), quantized(32, 416, seed=5, zero_point=11.0)]
     stacked = amx.AmxLinear.from_quantized(parts)
-    x = torch.randint(-20, 21, (5, 416), generator=torch.Generator().manual_seed(6)).float()
+    x = on_grid((5, 416), seed=6, largest=20)
     expected = torch.cat([x.double() @ float_weight(p).T for p in parts], dim=-1)
     assert stacked.out_features == 96
     assert torch.equal(stacked(x), expected.float())
@@ -76,21 +85,25 @@ def test_stacked_weights_keep_their_own_scales(kernels):
 
 @needs_amx
 def test_conv_weights_flatten_like_the_windows(kernels):
-    weight = QuantizedTensor(quantized(32, 3 * 64, seed=7).q.view(32, 64, 3), 1.0, 2.0)
+    weight = QuantizedTensor(quantized(32, 3 * 60, seed=7).q.view(32, 60, 3), 1.0, 2.0)
     linear = amx.AmxLinear.from_quantized([weight])
-    x = torch.randint(-9, 10, (4, 192), generator=torch.Generator().manual_seed(8)).float()
+    x = on_grid((4, 180), seed=8, largest=9)
     flat = (weight.q.double().flatten(1) - 2.0) * 1.0
-    assert linear.in_features == 192
+    assert linear.in_features == 180  # not a multiple of the kernel's 64: padded
     assert torch.equal(linear(x), (x.double() @ flat.T).float())
 
 
 @needs_amx
 def test_bad_sizes_name_the_problem(kernels):
     with pytest.raises(RuntimeError, match="multiples of 32"):
-        torch.ops.moonshine_live.amx_pack(torch.zeros(40, 416, dtype=torch.int8), 0.0)
+        torch.ops.moonshine_live.amx_pack(torch.zeros(40, 416, dtype=torch.int8))
     linear = amx.AmxLinear.from_quantized([quantized(32, 416, seed=9)])
     with pytest.raises(RuntimeError, match="packed weight does not fit x"):
-        linear(torch.zeros(2, 384))
+        torch.ops.moonshine_live.amx_linear(
+            torch.zeros(2, 384), linear.packed, linear.scales, linear.zero_points, None, 32
+        )
+    with pytest.raises(ValueError, match="x has 400 features, not 416"):
+        linear(torch.zeros(2, 400))  # pads to the same 448 as 416: only the module can tell
     with pytest.raises(RuntimeError, match="float32"):
         linear(torch.zeros(2, 416, dtype=torch.float64))
     assert linear(torch.zeros(0, 416)).shape == (0, 32)
