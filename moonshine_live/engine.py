@@ -222,6 +222,7 @@ class Engine:
             compiled=bool(getattr(transcriber, "compiled", False)),
             warm_up_ms=float(getattr(transcriber, "warm_up_ms", 0.0)),
             compiled_from_cache=bool(getattr(transcriber, "compiled_from_cache", False)),
+            amx=bool(getattr(transcriber, "amx", False)),
         )
         self._bus.emit(ready, sticky=True)
         self.ready.set()

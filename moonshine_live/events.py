@@ -47,6 +47,8 @@ class Ready(Event):
     """Part of `load_ms` spent compiling (or loading the compiled step) and warming up."""
     compiled_from_cache: bool = False
     """The compiled step was loaded from the on-disk cache (a warm start)."""
+    amx: bool = False
+    """The encoder's products run on AMX tiles (`amx.py`); False: float32 GEMMs."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ INT8_PARTS = ("self_attn", "cross_q_o", "fc1", "fc2", "head")
 """What `DecodeConfig(weights="int8")` keeps as int8: every linear a decoder step runs, and the
 tied output head (which is also the token embedding). The cross-attention k/v projections run
 once per utterance on every frame (a real matrix product) and the encoder's linears are
-compute-bound: those stay float, where MKL's GEMM beats any dequantizing kernel.
+compute-bound: those stay float, where MKL's GEMM beats any dequantizing kernel, unless the CPU has
+AMX tiles, where `amx.AmxLinear` runs them from the same int8 tensors (`load_model(amx=True)`).
 
 Measured 2026-12-01 (2-core Xeon, 2 threads, one row, each weight read once per call as in a
 decode step, inside one compiled graph, microseconds per linear):
