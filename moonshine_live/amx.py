@@ -7,7 +7,8 @@ every weight of the checkpoint is an int8 `q` with a zero point and a scale. The
 row's largest value allows), splits those integers into three signed bytes, forms every product
 exactly in int32 and combines the three sums in int64: the result is the float model's up to the
 activations' 22-bit grid and one final rounding, closer to the exact product than float32's own
-GEMM (tests/test_amx.py), 2-3.8x faster (2026-12-02).
+GEMM (tests/test_amx.py), and 1.5-3.8x faster than MKL on the encoder's shapes (2026-12-02;
+the 2 s encoder 29.5 -> 20.6 ms, the 10 s one 126 -> 105 ms, in `benchmarks/transcribe.py`).
 
 The kernel is compiled on the machine that runs it (g++, about 15 s, once) into the compile
 cache and loaded as the torch op `moonshine_live::amx_linear`, which the encoder package calls.
@@ -39,6 +40,9 @@ BLOCK = 32
 """Outputs of an AMX linear come in multiples of this (the kernel's block of columns)."""
 REQUIRED_FLAGS = ("amx_tile", "amx_int8", "avx512f", "avx512bw")
 _state: dict[str, bool] = {}
+"""{"loaded": whether `load_kernels` succeeded}, once per process."""
+_FAKE_REGISTERED: list[bool] = []
+"""Non-empty once the op's fake is registered (torch refuses a second registration)."""
 
 
 def cpu_has_amx() -> bool:
@@ -118,7 +122,7 @@ def _source() -> Path:
 
 def _register_fake() -> None:
     """Shapes for export (the encoder package): the op's output is x with N features."""
-    if "fake" in _state:
+    if _FAKE_REGISTERED:
         return
 
     @torch.library.register_fake("moonshine_live::amx_linear")
@@ -126,7 +130,7 @@ def _register_fake() -> None:
           out_features: int) -> Tensor:  # fmt: skip
         return x.new_empty((*x.shape[:-1], out_features))
 
-    _state["fake"] = True
+    _FAKE_REGISTERED.append(True)
 
 
 def _works() -> bool:
@@ -180,6 +184,11 @@ class AmxLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, amx"
+
+
+def in_use(model: nn.Module) -> bool:
+    """Whether any of the model's products runs on AMX (a float checkpoint has nothing to swap)."""
+    return any(isinstance(module, AmxLinear) for module in model.modules())
 
 
 def fits(in_features: int, out_features: int) -> bool:

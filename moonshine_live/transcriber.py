@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .amx import in_use as amx_in_use
 from .amx import load_kernels
 from .audio import SAMPLE_RATE, load_audio, speech_regions, split_at_pauses, validate_audio
 from .compiled import CompiledEncoder, CompiledStep, precompiled_step_path
@@ -105,6 +106,7 @@ class Transcriber:
         self.model = load_model(
             self.checkpoint, self.device, self.dtype, INT8_PARTS if int8 else (), self.amx
         )
+        self.amx = self.amx and amx_in_use(self.model)
         self.tokenizer = Tokenizer.from_file(self.checkpoint.tokenizer_path)
         self.guard = RepetitionGuard(
             max_single_repeats=self.config.max_single_repeats,

@@ -9,15 +9,18 @@ fallback test checks that the float path runs instead.
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from moonshine_live import amx
 from moonshine_live.config import DecodeConfig
 from moonshine_live.quantized import QuantizedTensor
 from moonshine_live.transcriber import Transcriber
+from moonshine_live.weights import load_model, read_state_dict, resolve_checkpoint
 
 needs_amx = pytest.mark.skipif(not amx.cpu_has_amx(), reason="this CPU has no AMX tiles")
 
@@ -138,3 +141,21 @@ def test_a_failed_build_keeps_the_float_path(monkeypatch, tmp_path, caplog):
         assert not amx.load_kernels()
     assert "AMX kernels unavailable" in caplog.text
     assert not (tmp_path / "amx.so").exists()
+
+
+@needs_amx
+def test_a_float_checkpoint_has_nothing_to_swap(kernels, tmp_path):
+    """AMX runs the checkpoint's own int8 tensors; a float32 checkpoint keeps float GEMMs and
+    says so (`in_use`, hence the `ready` event's `amx`)."""
+    source = resolve_checkpoint(None)
+    assert amx.in_use(load_model(source, amx=True))
+    float_dir = tmp_path / "float"
+    float_dir.mkdir()
+    state = read_state_dict(source.weights_path)
+    save_file({k: v.contiguous() for k, v in state.items() if k != "proj_out.weight"},
+              str(float_dir / "model.safetensors"))  # fmt: skip
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(source.directory / name, float_dir / name)
+    model = load_model(resolve_checkpoint(float_dir), amx=True)
+    assert not amx.in_use(model)
+    assert type(model.encoder.layers[0].mlp.fc1) is nn.Linear
