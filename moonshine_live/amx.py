@@ -218,7 +218,10 @@ def use_amx(model: Moonshine, quantized: Mapping[str, QuantizedTensor]) -> int:
         weight = quantized.get(f"encoder.stem.{attr}.weight")
         inputs = conv.in_channels * conv.kernel_size[0]
         if weight is not None and fits(inputs, conv.out_channels):
-            linear = AmxLinear.from_quantized([weight], _float(conv.bias))
+            taps_major = QuantizedTensor(  # the order of `ConvAsLinear`'s windows
+                weight.q.transpose(1, 2).contiguous(), weight.scale, weight.zero_point
+            )
+            linear = AmxLinear.from_quantized([taps_major], _float(conv.bias))
             setattr(stem, attr, ConvAsLinear(linear, conv.kernel_size[0], conv.stride[0]))
             swapped += 1
     swapped += _use_amx_cross_kv(model, quantized)

@@ -311,7 +311,10 @@ class AudioStem(nn.Module):
 
 class ConvAsLinear(nn.Module):
     """A conv (no padding or dilation) as a linear module over its windows (`_conv_as_matmul`),
-    for a linear kernel that is not `F.linear` (e.g. `amx.AmxLinear`)."""
+    for a linear kernel that is not `F.linear` (`amx.AmxLinear`), which takes rows with a
+    stride: its windows are laid out tap by tap (all channels of a tap together), so each is a
+    slice of the time-major input and the window matrix is a view, not a copy (0.7 ms of the 2 s
+    stem, 2026-12-02). Its weight must be flattened in that order: [C_out, K, C_in]."""
 
     def __init__(self, linear: nn.Module, kernel_size: int, stride: int) -> None:
         super().__init__()
@@ -329,10 +332,11 @@ def _conv_as_matmul(x: Tensor, conv: nn.Conv1d | ConvAsLinear) -> Tensor:
     channel by channel, tap by tap, which is how `unfold` lays them out.
     """
     (kernel,), (stride,) = conv.kernel_size, conv.stride
-    windows = x.unfold(1, kernel, stride).flatten(2)  # [B, T', C_in * K]
-    if isinstance(conv, ConvAsLinear):
-        return conv(windows)
-    return F.linear(windows, conv.weight.flatten(1), conv.bias)
+    windows = x.unfold(1, kernel, stride)  # [B, T', C_in, K]
+    if isinstance(conv, ConvAsLinear):  # [B, T', K * C_in], a view of time-major x
+        windows = x.contiguous().unfold(1, kernel, stride)
+        return conv(windows.transpose(2, 3).flatten(2))
+    return F.linear(windows.flatten(2), conv.weight.flatten(1), conv.bias)
 
 
 class EncoderLayer(nn.Module):

@@ -18,6 +18,7 @@ from torch import nn
 
 from moonshine_live import amx
 from moonshine_live.config import DecodeConfig
+from moonshine_live.model import ConvAsLinear, _conv_as_matmul
 from moonshine_live.quantized import QuantizedTensor
 from moonshine_live.transcriber import Transcriber
 from moonshine_live.weights import load_model, read_state_dict, resolve_checkpoint
@@ -159,3 +160,28 @@ def test_a_float_checkpoint_has_nothing_to_swap(kernels, tmp_path):
     model = load_model(resolve_checkpoint(float_dir), amx=True)
     assert not amx.in_use(model)
     assert type(model.encoder.layers[0].mlp.fc1) is nn.Linear
+
+
+@needs_amx
+def test_conv_windows_as_a_view_give_the_copied_windows_result(kernels):
+    """The stem's convs read their windows tap by tap from a view of the input (overlapping
+    rows, no copy). Integer sums are exact in any order, so the result is bit for bit that of the
+    channel-major windows copied out, as `F.linear` takes them."""
+    conv = torch.nn.Conv1d(64, 32, 7, stride=3)
+    weight = QuantizedTensor(quantized(32, 64 * 7, seed=10).q.view(32, 64, 7), 0.01, 4.0)
+    taps_major = QuantizedTensor(weight.q.transpose(1, 2).contiguous(), 0.01, 4.0)
+    as_linear = ConvAsLinear(amx.AmxLinear.from_quantized([taps_major]), 7, 3)
+    x = torch.randn(1, 100, 64, generator=torch.Generator().manual_seed(11))
+    copied = x.unfold(1, 7, 3).flatten(2).contiguous()  # [1, 32, 64 * 7], channel-major
+    expected = amx.AmxLinear.from_quantized([weight])(copied)
+    assert torch.equal(_conv_as_matmul(x, as_linear), expected)
+    assert _conv_as_matmul(x, conv).shape == expected.shape  # the float conv's windows
+    float_result = torch.nn.functional.linear(copied.double(), float_weight(weight).flatten(1))
+    assert torch.allclose(expected.double(), float_result, rtol=1e-5, atol=1e-4)
+
+
+@needs_amx
+def test_rows_with_gaps_are_read_in_place(kernels):
+    linear = amx.AmxLinear.from_quantized([quantized(32, 416, seed=12)])
+    wide = torch.randn(9, 500, generator=torch.Generator().manual_seed(13))
+    assert torch.equal(linear(wide[:, :416]), linear(wide[:, :416].contiguous()))

@@ -85,7 +85,7 @@ void split_row(const float *row, int64_t k, int64_t k_tiles, int8_t *out, int64_
     *sum = total;
 }
 
-void linear(const float *x, int64_t m, int64_t k, const int8_t *packed, int64_t n,
+void linear(const float *x, int64_t m, int64_t k, int64_t ldx, const int8_t *packed, int64_t n,
             const float *scales, const float *zero_points, const float *bias, float *y,
             int8_t *digits, double *steps, int64_t *sums) {
     const int64_t k_tiles = padded(k) / kStep, m_tiles = (m + kTile - 1) / kTile;
@@ -97,7 +97,7 @@ void linear(const float *x, int64_t m, int64_t k, const int8_t *packed, int64_t 
         for (int64_t i = 0; i < m_tiles * kTile; i++) {  // row i: row i % 16 of row tile i / 16
             int8_t *at = digits + (i / kTile) * k_tiles * kTileSize + (i % kTile) * kStep;
             if (i < m) {
-                split_row(x + i * k, k, k_tiles, at, digit_stride, steps + i, sums + i);
+                split_row(x + i * ldx, k, k_tiles, at, digit_stride, steps + i, sums + i);
             } else {
                 for (int d = 0; d < kDigits; d++)
                     for (int64_t kt = 0; kt < k_tiles; kt++)
@@ -207,7 +207,10 @@ at::Tensor amx_linear(const at::Tensor &x, const at::Tensor &packed, const at::T
     check(zero_points.numel() == n && zero_points.scalar_type() == at::kFloat,
           "zero points must be float32 [N]");
     check(enable_tiles(), "the kernel refused this process the AMX tile state");
-    const at::Tensor x2 = x.reshape({-1, k}).contiguous();
+    // rows may overlap or leave gaps (a conv's windows as a view of its input): only the
+    // elements of a row must be adjacent
+    at::Tensor x2 = x.reshape({-1, k});
+    if (x2.stride(1) != 1 || x2.stride(0) < 0) x2 = x2.contiguous();
     const at::Tensor s = scales.contiguous(), z = zero_points.contiguous();
     const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
     check(!b.defined() || (b.numel() == n && b.scalar_type() == at::kFloat), "bias must be float32 [N]");
@@ -220,7 +223,7 @@ at::Tensor amx_linear(const at::Tensor &x, const at::Tensor &packed, const at::T
     at::Tensor digits = at::empty({kDigits * m_pad * padded(k)}, x.options().dtype(at::kChar));
     at::Tensor steps = at::empty({m}, x.options().dtype(at::kDouble));
     at::Tensor sums = at::empty({m}, x.options().dtype(at::kLong));
-    linear(x2.data_ptr<float>(), m, k, packed.data_ptr<int8_t>(), n, s.data_ptr<float>(),
+    linear(x2.data_ptr<float>(), m, k, x2.stride(0), packed.data_ptr<int8_t>(), n, s.data_ptr<float>(),
            z.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<float>(),
            digits.data_ptr<int8_t>(), steps.data_ptr<double>(), sums.data_ptr<int64_t>());
     return y;
