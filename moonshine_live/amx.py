@@ -82,16 +82,28 @@ def load_kernels() -> bool:
     if cpu_has_amx():
         path = library_path()
         try:
-            if not path.exists():
-                _LOGGER.warning("compiling the AMX kernels for this machine (once, about 15 s)")
-                build(path)
-            torch.ops.load_library(str(path))
+            _load_or_build(path)
             _register_fake()
             loaded = _works()
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             _LOGGER.warning("AMX kernels unavailable, the encoder runs float32 GEMMs: %s", exc)
     _state["loaded"] = loaded
     return loaded
+
+
+def _load_or_build(path: Path) -> None:
+    """Load the library at `path`, building it first if it is missing, and once more if the
+    cached file does not load (a damaged or truncated cache)."""
+    if path.exists():
+        try:
+            torch.ops.load_library(str(path))
+            return
+        except OSError as exc:
+            _LOGGER.warning("rebuilding the AMX kernels: %s does not load (%s)", path, exc)
+            path.unlink(missing_ok=True)
+    _LOGGER.warning("compiling the AMX kernels for this machine (once, about 15 s)")
+    build(path)
+    torch.ops.load_library(str(path))
 
 
 def build(path: Path) -> None:

@@ -9,7 +9,10 @@ fallback test checks that the float path runs instead.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -185,3 +188,21 @@ def test_rows_with_gaps_are_read_in_place(kernels):
     linear = amx.AmxLinear.from_quantized([quantized(32, 416, seed=12)])
     wide = torch.randn(9, 500, generator=torch.Generator().manual_seed(13))
     assert torch.equal(linear(wide[:, :416]), linear(wide[:, :416].contiguous()))
+
+
+@needs_amx
+def test_a_damaged_kernel_library_is_rebuilt(tmp_path):
+    """A truncated file in the cache: rebuilt and loaded, in a fresh process (a process loads
+    the op's library once)."""
+    cache = tmp_path / "cache"
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.WARNING)\n"
+        "from moonshine_live import amx\n"
+        "path = amx.library_path(); path.parent.mkdir(parents=True, exist_ok=True)\n"
+        "path.write_bytes(b'not a library')\n"
+        "sys.exit(0 if amx.load_kernels() and path.stat().st_size > 10000 else 1)\n"
+    )
+    env = {**os.environ, "MOONSHINE_LIVE_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rebuilding the AMX kernels" in done.stderr
