@@ -252,7 +252,7 @@ def _use_amx_cross_kv(model: Moonshine, quantized: Mapping[str, QuantizedTensor]
     if any(w is None for w in weights):
         return 0
     stacked = [w for w in weights if w is not None]
-    if not fits(stacked[0].shape[1], sum(w.shape[0] for w in stacked)):
+    if not all(fits(w.shape[1], w.shape[0]) for w in stacked):  # each is packed on its own
         return 0
     model.cross_kv_linear = AmxLinear.from_quantized(stacked)
     return 1

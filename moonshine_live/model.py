@@ -332,11 +332,10 @@ def _conv_as_matmul(x: Tensor, conv: nn.Conv1d | ConvAsLinear) -> Tensor:
     channel by channel, tap by tap, which is how `unfold` lays them out.
     """
     (kernel,), (stride,) = conv.kernel_size, conv.stride
-    windows = x.unfold(1, kernel, stride)  # [B, T', C_in, K]
     if isinstance(conv, ConvAsLinear):  # [B, T', K * C_in], a view of time-major x
-        windows = x.contiguous().unfold(1, kernel, stride)
-        return conv(windows.transpose(2, 3).flatten(2))
-    return F.linear(windows.flatten(2), conv.weight.flatten(1), conv.bias)
+        return conv(x.contiguous().unfold(1, kernel, stride).transpose(2, 3).flatten(2))
+    windows = x.unfold(1, kernel, stride).flatten(2)  # [B, T', C_in * K]
+    return F.linear(windows, conv.weight.flatten(1), conv.bias)
 
 
 class EncoderLayer(nn.Module):

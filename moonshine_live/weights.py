@@ -240,17 +240,21 @@ def load_model(
     return model.eval().requires_grad_(False)
 
 
-def _amx_sources(flat: dict[str, torch.Tensor], path: Path) -> dict[str, QuantizedTensor]:
-    """{our name: int8 tensor} for what `amx.use_amx` can take: the encoder and cross K/V."""
+def _stored_int8(flat: dict[str, torch.Tensor], path: Path) -> dict[str, QuantizedTensor]:
+    """{our name: int8 tensor with its scale and zero point} of the checkpoint."""
     from .quantized import read_quantized
 
     try:
-        stored = {hf_to_ours(name): t for name, t in read_quantized(flat).items()}
+        return {hf_to_ours(name): t for name, t in read_quantized(flat).items()}
     except (KeyError, ValueError) as exc:
         raise WeightsError(f"{path}: bad quantized tensors: {exc}") from None
+
+
+def _amx_sources(flat: dict[str, torch.Tensor], path: Path) -> dict[str, QuantizedTensor]:
+    """{our name: int8 tensor} for what `amx.use_amx` can take: the encoder and cross K/V."""
     return {
         name: tensor
-        for name, tensor in stored.items()
+        for name, tensor in _stored_int8(flat, path).items()
         if name.startswith("encoder.")
         or ".cross_attn.k_proj." in name
         or ".cross_attn.v_proj." in name
@@ -262,17 +266,14 @@ def _use_int8_modules(
 ) -> dict[str, torch.Tensor]:
     """Swap the (meta) linears named by `parts` that the checkpoint stores as int8 for
     `Int8WeightLinear`s; returns {our weight name: int8 tensor} for the swapped ones."""
-    from .quantized import Int8Embedding, Int8WeightLinear, read_quantized
+    from .quantized import Int8Embedding, Int8WeightLinear
 
     unknown = set(parts) - set(INT8_PARTS)
     if unknown:
         raise ConfigError(f"unknown int8 parts {sorted(unknown)}; choose from {INT8_PARTS}")
     if not parts:
         return {}
-    try:
-        stored = {hf_to_ours(name): t for name, t in read_quantized(flat).items()}
-    except (KeyError, ValueError) as exc:
-        raise WeightsError(f"{path}: bad quantized tensors: {exc}") from None
+    stored = _stored_int8(flat, path)
     taken: dict[str, torch.Tensor] = {}
 
     def int8(module: nn.Module, name: str) -> Int8WeightLinear | None:

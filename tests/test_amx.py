@@ -2,8 +2,8 @@
 path when the kernels cannot run. Transcripts with them are checked in test_speed_paths.py (the
 shared transcriber runs them on an AMX CPU).
 
-AMX is a CPU feature, not a part to install: on a CPU without it the kernel tests skip, and the
-fallback test checks that the float path runs instead.
+AMX is a CPU feature: on a user's CPU without it the kernel tests skip (under CI=true they fail,
+as for any missing part), and the fallback tests check that the float path runs instead.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 
 import pytest
 import torch
+from conftest import require
 from safetensors.torch import save_file
 from torch import nn
 
@@ -26,7 +27,10 @@ from moonshine_live.quantized import QuantizedTensor
 from moonshine_live.transcriber import Transcriber
 from moonshine_live.weights import load_model, read_state_dict, resolve_checkpoint
 
-needs_amx = pytest.mark.skipif(not amx.cpu_has_amx(), reason="this CPU has no AMX tiles")
+
+@pytest.fixture
+def needs_amx() -> None:
+    require("AMX tiles (amx_tile, amx_int8)", amx.cpu_has_amx(), "this CPU has none")
 
 
 def quantized(rows: int, cols: int, seed: int, scale: float = 0.5, zero_point: float = -3.0):
@@ -39,8 +43,8 @@ def float_weight(weight: QuantizedTensor) -> torch.Tensor:
     return (weight.q.double() - weight.zero_point) * weight.scale
 
 
-@pytest.fixture(scope="module")
-def kernels() -> None:
+@pytest.fixture
+def kernels(needs_amx: None) -> None:
     assert amx.load_kernels(), "this CPU has AMX, so the kernels must build and load"
 
 
@@ -53,7 +57,6 @@ def on_grid(shape: tuple[int, ...], seed: int, largest: int = 50) -> torch.Tenso
     return x
 
 
-@needs_amx
 def test_products_are_exact(kernels):
     """Activations on the grid, a power-of-two scale, integer bias: every sum is exact, so the
     result is the float64 product rounded once, whatever the order of the sums."""
@@ -65,7 +68,6 @@ def test_products_are_exact(kernels):
     assert torch.equal(linear(x), expected.float())
 
 
-@needs_amx
 @pytest.mark.parametrize("rows", [1, 7, 32, 33, 82, 415])
 def test_real_activations_match_float32(kernels, rows):
     """Real-valued activations on each row's 22-bit grid: no further from the float64 result
@@ -79,7 +81,6 @@ def test_real_activations_match_float32(kernels, rows):
     assert ours_error <= 2 * float32_error + 1e-6
 
 
-@needs_amx
 def test_stacked_weights_keep_their_own_scales(kernels):
     """The cross K/V form: several int8 tensors, each with its own scale and zero point."""
     parts = [quantized(64, 416, seed=4, scale=0.25), quantized(32, 416, seed=5, zero_point=11.0)]
@@ -90,7 +91,6 @@ def test_stacked_weights_keep_their_own_scales(kernels):
     assert torch.equal(stacked(x), expected.float())
 
 
-@needs_amx
 def test_conv_weights_flatten_like_the_windows(kernels):
     weight = QuantizedTensor(quantized(32, 3 * 60, seed=7).q.view(32, 60, 3), 1.0, 2.0)
     linear = amx.AmxLinear.from_quantized([weight])
@@ -100,7 +100,6 @@ def test_conv_weights_flatten_like_the_windows(kernels):
     assert torch.equal(linear(x), (x.double() @ flat.T).float())
 
 
-@needs_amx
 def test_bad_sizes_name_the_problem(kernels):
     with pytest.raises(RuntimeError, match="multiples of 32"):
         torch.ops.moonshine_live.amx_pack(torch.zeros(40, 416, dtype=torch.int8))
@@ -116,8 +115,7 @@ def test_bad_sizes_name_the_problem(kernels):
     assert linear(torch.zeros(0, 416)).shape == (0, 32)
 
 
-@needs_amx
-def test_transcriber_runs_the_encoder_on_amx(transcriber):
+def test_transcriber_runs_the_encoder_on_amx(needs_amx, transcriber):
     model = transcriber.model
     assert transcriber.amx
     assert isinstance(model.encoder.layers[0].mlp.fc1, amx.AmxLinear)
@@ -126,7 +124,7 @@ def test_transcriber_runs_the_encoder_on_amx(transcriber):
     assert transcriber._encoder_layers.artifact.name.startswith("encoder-amx-")
 
 
-def test_without_amx_the_float_encoder_runs(monkeypatch, caplog):
+def test_without_amx_the_float_encoder_runs(monkeypatch):
     """No AMX (or no compiler): the same engine with float32 GEMMs, said once in the log."""
     monkeypatch.setattr(amx, "_state", {})
     monkeypatch.setattr(amx, "cpu_has_amx", lambda: False)
@@ -147,7 +145,6 @@ def test_a_failed_build_keeps_the_float_path(monkeypatch, tmp_path, caplog):
     assert not (tmp_path / "amx.so").exists()
 
 
-@needs_amx
 def test_a_float_checkpoint_has_nothing_to_swap(kernels, tmp_path):
     """AMX runs the checkpoint's own int8 tensors; a float32 checkpoint keeps float GEMMs and
     says so (`in_use`, hence the `ready` event's `amx`)."""
@@ -165,7 +162,6 @@ def test_a_float_checkpoint_has_nothing_to_swap(kernels, tmp_path):
     assert type(model.encoder.layers[0].mlp.fc1) is nn.Linear
 
 
-@needs_amx
 def test_conv_windows_as_a_view_give_the_copied_windows_result(kernels):
     """The stem's convs read their windows tap by tap from a view of the input (overlapping
     rows, no copy). Integer sums are exact in any order, so the result is bit for bit that of the
@@ -183,15 +179,13 @@ def test_conv_windows_as_a_view_give_the_copied_windows_result(kernels):
     assert torch.allclose(expected.double(), float_result, rtol=1e-5, atol=1e-4)
 
 
-@needs_amx
 def test_rows_with_gaps_are_read_in_place(kernels):
     linear = amx.AmxLinear.from_quantized([quantized(32, 416, seed=12)])
     wide = torch.randn(9, 500, generator=torch.Generator().manual_seed(13))
     assert torch.equal(linear(wide[:, :416]), linear(wide[:, :416].contiguous()))
 
 
-@needs_amx
-def test_a_damaged_kernel_library_is_rebuilt(tmp_path):
+def test_a_damaged_kernel_library_is_rebuilt(needs_amx, tmp_path):
     """A truncated file in the cache: rebuilt and loaded, in a fresh process (a process loads
     the op's library once)."""
     cache = tmp_path / "cache"

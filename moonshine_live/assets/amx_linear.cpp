@@ -16,7 +16,7 @@
 #include <torch/library.h>
 #include <unistd.h>
 
-#include <cmath>
+#include <algorithm>
 
 namespace {
 
