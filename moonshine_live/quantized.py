@@ -145,8 +145,12 @@ class Int8WeightLinear(torch.nn.Module):
     model's. Under `torch.compile` on CPU the product is written as a multiply-and-sum, which
     inductor fuses with the dequantization into one reduction kernel that reads one byte per weight
     (a decoder step is bound by weight traffic: 4x less of it). Eager falls back to dequantize +
-    `F.linear`, correct but slow, so int8 weights belong with a compiled decode step.
+    `F.linear`, correct but slow, so int8 weights belong with a compiled decode step. With
+    `kernel` set (`amx.use_amx`, once the CPU kernels loaded) every call, compiled or eager, is
+    the `moonshine_live::int8_linear` op instead, which prefetches the weights it streams.
     """
+
+    kernel: bool = False
 
     def __init__(
         self, q: torch.Tensor, scale: float, zero_point: float, bias: torch.Tensor | None = None
@@ -164,6 +168,10 @@ class Int8WeightLinear(torch.nn.Module):
         return dequantize_int8(self.q, self.zero_point, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel and x.device.type == "cpu" and x.dtype == torch.float32:
+            return torch.ops.moonshine_live.int8_linear(
+                x, self.q, self.scale, self.zero_point, self.bias
+            )
         if torch.compiler.is_compiling() and x.device.type == "cpu":
             y = (_stored(x).unsqueeze(-2) * self.weight()).sum(-1)
         else:

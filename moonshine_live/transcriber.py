@@ -137,8 +137,10 @@ class Transcriber:
             self.warm_up()
 
     def _artifact_path(self, int8: bool) -> Path:
-        """Where the precompiled step for this model, device and weights is kept."""
-        return precompiled_step_path(self.checkpoint, self.device, self.dtype, int8)
+        """Where the precompiled step for this model, device and weights is kept (one that
+        calls the CPU kernels' op has a name of its own: it cannot run without them)."""
+        part = "decode-step-kernels" if self.amx else "decode-step"
+        return precompiled_step_path(self.checkpoint, self.device, self.dtype, int8, part)
 
     def _wants_int8(self) -> bool:
         fits = self.device.type == "cpu" and self.dtype == torch.float32
