@@ -486,6 +486,8 @@ def ours_info(transcriber: Transcriber) -> dict[str, object]:
         "ours_step_from_disk": transcriber.compiled_from_cache,
         "ours_load_ms": round(transcriber.load_ms),
         "ours_warm_up_ms": round(transcriber.warm_up_ms),
+        "ours_amx": transcriber.amx,
+        "ours_int8_kernel": transcriber.int8_kernel,
     }
 
 

@@ -10,42 +10,30 @@ activations' 22-bit grid and one final rounding, closer to the exact product tha
 GEMM (tests/test_amx.py), and 1.5-3.8x faster than MKL on the encoder's shapes (2026-12-02;
 the 2 s encoder 29.5 -> 20.6 ms, the 10 s one 126 -> 105 ms, in `benchmarks/transcribe.py`).
 
-The kernel is compiled on the machine that runs it (g++, about 15 s, once) into the compile
-cache and loaded as the torch op `moonshine_live::amx_linear`, which the encoder package calls.
-Without AMX, a compiler or permission from the kernel, the float path runs instead.
-
-The same library holds `moonshine_live::int8_linear` (`assets/int8_gemv.cpp`), which the decoder's
-int8 linears call on a CPU that has it: a decode step streams 38.5 MB of int8 weights, and that
-kernel asks for them a few pages ahead of the rows it reads (the hardware prefetcher stops at each
-4 KB page). Steps inside transcriptions went from 3.7-4.7 to 3.1 ms (2 s clip) and from 3.6-3.8
-to 3.1-3.3 ms (10 s clip), tokens unchanged (2026-12-02, alternating processes).
+The kernel is compiled on the machine that runs it (`kernels.AMX_LIBRARY`, about 15 s, once) and
+loaded as the torch op `moonshine_live::amx_linear`, which the encoder package calls. Without AMX,
+a compiler or permission from the kernel, the float path runs instead.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import platform
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
-from importlib.resources import files
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from . import kernels
 from .model import ConvAsLinear, Moonshine
-from .quantized import Int8WeightLinear, QuantizedTensor
+from .quantized import QuantizedTensor
 
 _LOGGER = logging.getLogger(__name__)
 
-KERNEL_SOURCES = ("amx_linear.cpp", "int8_gemv.cpp")
-"""Built into one library: the AMX linears and the decode-step linears."""
 BLOCK = 32
 """Outputs of an AMX linear come in multiples of this (the kernel's block of columns)."""
-REQUIRED_FLAGS = ("amx_tile", "amx_int8", "avx512f", "avx512bw")
+REQUIRED_FLAGS = kernels.AMX_LIBRARY.flags
 _state: dict[str, bool] = {}
 """{"loaded": whether `load_kernels` succeeded}, once per process."""
 _FAKE_REGISTERED: list[bool] = []
@@ -54,31 +42,12 @@ _FAKE_REGISTERED: list[bool] = []
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has the tile and vector features the kernel uses (Linux x86-64 only)."""
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == "flags":
-            return all(flag in value.split() for flag in REQUIRED_FLAGS)
-    return False
+    return kernels.supported(kernels.AMX_LIBRARY)
 
 
 def library_path() -> Path:
     """Where the kernel built for this source, torch and CPU is kept."""
-    from .compiled import compile_cache_dir, cpu_vector_features
-
-    key = hashlib.sha256()
-    for part in (
-        *(source.read_bytes() for source in _sources()),
-        torch.__version__.encode(),
-        cpu_vector_features().encode(),
-    ):
-        key.update(part)
-    return compile_cache_dir() / f"amx-linear-{key.hexdigest()[:16]}.so"
+    return kernels.library_path(kernels.AMX_LIBRARY)
 
 
 def load_kernels() -> bool:
@@ -87,56 +56,14 @@ def load_kernels() -> bool:
         return _state["loaded"]
     loaded = False
     if cpu_has_amx():
-        path = library_path()
         try:
-            _load_or_build(path)
+            kernels.load_or_build(kernels.AMX_LIBRARY, library_path())
             _register_fake()
             loaded = _works()
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             _LOGGER.warning("AMX kernels unavailable, the encoder runs float32 GEMMs: %s", exc)
     _state["loaded"] = loaded
     return loaded
-
-
-def _load_or_build(path: Path) -> None:
-    """Load the library at `path`, building it first if it is missing, and once more if the
-    cached file does not load (a damaged or truncated cache)."""
-    if path.exists():
-        try:
-            torch.ops.load_library(str(path))
-            return
-        except OSError as exc:
-            _LOGGER.warning("rebuilding the AMX kernels: %s does not load (%s)", path, exc)
-            path.unlink(missing_ok=True)
-    _LOGGER.warning("compiling the AMX kernels for this machine (once, about 15 s)")
-    build(path)
-    torch.ops.load_library(str(path))
-
-
-def build(path: Path) -> None:
-    """Compile the kernel into a shared library at `path`, atomically."""
-    torch_dir = Path(torch.__file__).parent
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.so")
-    os.close(handle)
-    command = [
-        os.environ.get("CXX", "g++"), "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC",
-        "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}",
-        f"-I{torch_dir / 'include'}", f"-I{torch_dir / 'include/torch/csrc/api/include'}",
-        *map(str, _sources()), "-o", temporary, f"-L{torch_dir / 'lib'}",
-        "-ltorch", "-ltorch_cpu", "-lc10",
-    ]  # fmt: skip
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            raise RuntimeError(f"{command[0]} failed: {done.stderr.strip()[-600:]}")
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-
-
-def _sources() -> list[Path]:
-    return [Path(str(files("moonshine_live") / "assets" / name)) for name in KERNEL_SOURCES]
 
 
 def _register_fake() -> None:
@@ -149,25 +76,16 @@ def _register_fake() -> None:
           out_features: int) -> Tensor:  # fmt: skip
         return x.new_empty((*x.shape[:-1], out_features))
 
-    @torch.library.register_fake("moonshine_live::int8_linear")
-    def _(x: Tensor, q: Tensor, scale: float, zero_point: float, bias: Tensor | None) -> Tensor:
-        return x.new_empty((*x.shape[:-1], q.shape[0]))
-
     _FAKE_REGISTERED.append(True)
 
 
 def _works() -> bool:
-    """One small product of each op against float32: the OS may refuse the tile state (old
-    kernels)."""
+    """One small product against float32: the OS may refuse the tile state (old kernels)."""
     q = torch.arange(BLOCK * BLOCK, dtype=torch.int32).remainder(255).sub(127).to(torch.int8)
-    q = q.view(BLOCK, BLOCK)
-    linear = AmxLinear.from_quantized([QuantizedTensor(q, 0.5, 3.0)])
+    linear = AmxLinear.from_quantized([QuantizedTensor(q.view(BLOCK, BLOCK), 0.5, 3.0)])
     x = torch.linspace(-2, 2, 3 * BLOCK).view(3, BLOCK)
-    expected = x @ ((q.float() - 3.0) * 0.5).T
-    decoded = torch.ops.moonshine_live.int8_linear(x, q, 0.5, 3.0, None)
-    return all(
-        bool(torch.allclose(y, expected, rtol=1e-5, atol=1e-4)) for y in (linear(x), decoded)
-    )
+    expected = x @ ((q.view(BLOCK, BLOCK).float() - 3.0) * 0.5).T
+    return bool(torch.allclose(linear(x), expected, rtol=1e-5, atol=1e-4))
 
 
 class AmxLinear(nn.Module):
@@ -213,12 +131,8 @@ class AmxLinear(nn.Module):
 
 
 def in_use(model: nn.Module) -> bool:
-    """Whether any of the model's products runs on this library's kernels (a float checkpoint
-    has nothing to swap)."""
-    return any(
-        isinstance(module, AmxLinear) or (isinstance(module, Int8WeightLinear) and module.kernel)
-        for module in model.modules()
-    )
+    """Whether any of the model's products runs on AMX (a float checkpoint has nothing to swap)."""
+    return any(isinstance(module, AmxLinear) for module in model.modules())
 
 
 def fits(in_features: int, out_features: int) -> bool:
@@ -228,8 +142,7 @@ def fits(in_features: int, out_features: int) -> bool:
 def use_amx(model: Moonshine, quantized: Mapping[str, QuantizedTensor]) -> int:
     """Swap the encoder's linears, the stem's window products (conv2, conv3) and the fused cross
     K/V prefill for `AmxLinear`s built from the checkpoint's int8 tensors (our names); a part
-    stored as float, or of a size the kernel does not take, stays as it is. The model's
-    `Int8WeightLinear`s (the decoder's) switch to the `int8_linear` op. Returns the count."""
+    stored as float, or of a size the kernel does not take, stays as it is. Returns the count."""
     swapped = 0
     encoder = model.encoder
     for name, module in list(encoder.named_modules()):
@@ -256,10 +169,6 @@ def use_amx(model: Moonshine, quantized: Mapping[str, QuantizedTensor]) -> int:
             setattr(stem, attr, ConvAsLinear(linear, conv.kernel_size[0], conv.stride[0]))
             swapped += 1
     swapped += _use_amx_cross_kv(model, quantized)
-    for module in model.modules():  # the decoder's int8 linears (and the tied head)
-        if isinstance(module, Int8WeightLinear):
-            module.kernel = True
-            swapped += 1
     return swapped
 
 

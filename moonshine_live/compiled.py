@@ -44,7 +44,7 @@ CACHE_SUBDIR = "compiled"
 """Inductor's cache (kernels, graphs) under `embedded.cache_root()`."""
 STEP_SOURCES = (
     "decoding.py", "model.py", "quantized.py", "compiled.py", "packaged.py", "amx.py",
-    "assets/amx_linear.cpp", "assets/int8_gemv.cpp",
+    "int8_kernel.py", "assets/amx_linear.cpp", "assets/int8_gemv.cpp",
 )  # fmt: skip
 """The modules whose code a compiled step holds: part of the precompiled step's file name."""
 CUDA_FRAME_BUCKET = 64

@@ -223,6 +223,7 @@ class Engine:
             warm_up_ms=float(getattr(transcriber, "warm_up_ms", 0.0)),
             compiled_from_cache=bool(getattr(transcriber, "compiled_from_cache", False)),
             amx=bool(getattr(transcriber, "amx", False)),
+            int8_kernel=bool(getattr(transcriber, "int8_kernel", False)),
         )
         self._bus.emit(ready, sticky=True)
         self.ready.set()

@@ -146,8 +146,9 @@ class Int8WeightLinear(torch.nn.Module):
     inductor fuses with the dequantization into one reduction kernel that reads one byte per weight
     (a decoder step is bound by weight traffic: 4x less of it). Eager falls back to dequantize +
     `F.linear`, correct but slow, so int8 weights belong with a compiled decode step. With
-    `kernel` set (`amx.use_amx`, once the CPU kernels loaded) every call, compiled or eager, is
-    the `moonshine_live::int8_linear` op instead, which prefetches the weights it streams.
+    `kernel` set (`int8_kernel.use_int8_kernel`, once the op loaded) every call, compiled or
+    eager, is the `moonshine_live::int8_linear` op instead, which prefetches the weights it
+    streams.
     """
 
     kernel: bool = False

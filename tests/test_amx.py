@@ -1,7 +1,6 @@
-"""The AMX linears and the decode-step int8 linears of the same library: exact products, any row
-count, stacked weights, clear errors, and the float path when the kernels cannot run.
-Transcripts with them are checked in test_speed_paths.py (the shared transcriber runs them on an
-AMX CPU).
+"""The AMX linears: exact products, any row count, stacked weights, clear errors, and the float
+path when the kernels cannot run. Transcripts with them are checked in test_speed_paths.py (the
+shared transcriber runs them on an AMX CPU).
 
 AMX is a CPU feature: on a user's CPU without it the kernel tests skip (under CI=true they fail,
 as for any missing part), and the fallback tests check that the float path runs instead.
@@ -24,7 +23,7 @@ from torch import nn
 from moonshine_live import amx
 from moonshine_live.config import DecodeConfig
 from moonshine_live.model import ConvAsLinear, _conv_as_matmul
-from moonshine_live.quantized import Int8WeightLinear, QuantizedTensor
+from moonshine_live.quantized import QuantizedTensor
 from moonshine_live.transcriber import Transcriber
 from moonshine_live.weights import load_model, read_state_dict, resolve_checkpoint
 
@@ -123,48 +122,6 @@ def test_transcriber_runs_the_encoder_on_amx(needs_amx, transcriber):
     assert isinstance(model.encoder.stem.conv2.linear, amx.AmxLinear)
     assert isinstance(model.cross_kv_linear, amx.AmxLinear)
     assert transcriber._encoder_layers.artifact.name.startswith("encoder-amx-")
-    decoder_int8 = [m for m in model.modules() if isinstance(m, Int8WeightLinear)]
-    assert len(decoder_int8) == 8 * 8 + 1  # 8 linears a layer and the head
-    assert all(m.kernel for m in decoder_int8)
-    assert transcriber._step.artifact.name.startswith("decode-step-kernels-")
-
-
-def test_decode_linears_are_exact_on_integers(kernels):
-    """Integer activations, a power-of-two scale, an integer zero point and bias: every sum of
-    the decode-step op is exact in float32, so it equals the float64 product."""
-    weight = quantized(1003, 417, seed=14, scale=0.125, zero_point=5.0)  # odd sizes: tails
-    bias = torch.arange(1003, dtype=torch.float32) - 500
-    x = on_grid((3, 417), seed=15)
-    expected = torch.nn.functional.linear(x.double(), float_weight(weight), bias.double())
-    got = torch.ops.moonshine_live.int8_linear(x, weight.q, 0.125, 5.0, bias)
-    assert torch.equal(got, expected.float())
-
-
-@pytest.mark.parametrize("rows", [1, 3, 9])
-def test_decode_linears_match_float32(kernels, rows):
-    """Real activations, any batch (more rows than the op keeps in one pass, too): no further
-    from the float64 result than float32's own product is (plus a hair)."""
-    weight = quantized(3328, 416, seed=16, scale=0.0123, zero_point=-6.0)
-    linear = Int8WeightLinear(weight.q, weight.scale, weight.zero_point)
-    linear.kernel = True
-    x = torch.randn(rows, 1, 416, generator=torch.Generator().manual_seed(rows))
-    exact = x.double() @ float_weight(weight).T
-    ours_error = (linear(x).double() - exact).abs().max()
-    float32_error = (x @ float_weight(weight).float().T - exact).abs().max()
-    assert linear(x).shape == (rows, 1, 3328)
-    assert ours_error <= 2 * float32_error + 1e-6
-
-
-def test_decode_linear_bad_input_names_the_problem(kernels):
-    q = quantized(32, 416, seed=17).q
-    with pytest.raises(RuntimeError, match="disagree on the input features"):
-        torch.ops.moonshine_live.int8_linear(torch.zeros(1, 400), q, 1.0, 0.0, None)
-    with pytest.raises(RuntimeError, match="contiguous 2-d int8"):
-        torch.ops.moonshine_live.int8_linear(torch.zeros(1, 32), q.T, 1.0, 0.0, None)
-    with pytest.raises(RuntimeError, match="float32"):
-        torch.ops.moonshine_live.int8_linear(torch.zeros(1, 416).double(), q, 1.0, 0.0, None)
-    with pytest.raises(RuntimeError, match="bias"):
-        torch.ops.moonshine_live.int8_linear(torch.zeros(1, 416), q, 1.0, 0.0, torch.zeros(5))
 
 
 def test_without_amx_the_float_encoder_runs(monkeypatch):
@@ -175,10 +132,6 @@ def test_without_amx_the_float_encoder_runs(monkeypatch):
     assert not fallback.amx
     assert type(fallback.model.encoder.layers[0].mlp.fc1) is nn.Linear
     assert fallback.model.cross_kv_linear is None
-    decoder_int8 = [m for m in fallback.model.modules() if isinstance(m, Int8WeightLinear)]
-    assert decoder_int8 and not any(m.kernel for m in decoder_int8)
-    assert fallback._step.artifact.name.startswith("decode-step-")
-    assert not fallback._step.artifact.name.startswith("decode-step-kernels-")
 
 
 def test_a_failed_build_keeps_the_float_path(monkeypatch, tmp_path, caplog):
@@ -246,4 +199,4 @@ def test_a_damaged_kernel_library_is_rebuilt(needs_amx, tmp_path):
     env = {**os.environ, "MOONSHINE_LIVE_CACHE": str(cache)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "rebuilding the AMX kernels" in done.stderr
+    assert "rebuilding the amx-linear kernels" in done.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from moonshine_live import amx
+from moonshine_live import amx, kernels
 from moonshine_live.audio import SAMPLE_RATE, load_audio, write_wav
 from moonshine_live.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 
@@ -233,9 +233,11 @@ def test_listen_file_json_events(cli, beckett_path) -> None:
     events = [json.loads(line) for line in out.splitlines()]
     assert events[0]["type"] == "ready" and events[-1]["type"] == "stopped"
     ready = events[0]
-    assert {"load_ms", "device", "source", "compiled", "warm_up_ms", "amx"} <= ready.keys()
+    fields = {"load_ms", "device", "source", "compiled", "warm_up_ms", "amx", "int8_kernel"}
+    assert fields <= ready.keys()
     assert ready["compiled"] is True  # listen runs the compiled step by default
     assert ready["amx"] is amx.cpu_has_amx()  # on AMX the kernels must have loaded
+    assert ready["int8_kernel"] is kernels.supported(kernels.INT8_LIBRARY)
     transcripts = [e for e in events if e["type"] == "transcript"]
     assert len(transcripts) >= 2
     for event in transcripts:

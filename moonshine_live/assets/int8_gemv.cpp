@@ -4,7 +4,8 @@
 // A decode step is bound by weight traffic: it streams 38.5 MB of int8 weights from memory. The
 // hardware prefetcher stops at every 4 KB page, so each thread asks for the weights a few pages
 // ahead of its rows itself, and four weight rows share each load of x. The zero point leaves the
-// sum once per row: sum_k x_k (q_k - z) = sum_k x_k q_k - z sum_k x_k.
+// sum once per row: sum_k x_k (q_k - z) = sum_k x_k q_k - z sum_k x_k. AVX-512 where the CPU has
+// it (built with -march=native), else AVX2 with FMA.
 #include <ATen/ATen.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -19,30 +20,48 @@ constexpr int64_t kMaxBatch = 8;      // rows of x kept in one pass over the wei
 
 void check(bool ok, const char *what) { TORCH_CHECK(ok, "moonshine_live::int8_linear: ", what); }
 
-inline __m512 widen(const int8_t *at) {  // 16 int8 -> 16 float
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+constexpr int64_t kLanes = 16;
+using Vec = __m512;
+inline Vec zeros() { return _mm512_setzero_ps(); }
+inline Vec load(const float *at) { return _mm512_loadu_ps(at); }
+inline Vec widen(const int8_t *at) {  // 16 int8 -> 16 float
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(at))));
 }
-
-inline __m512 widen_masked(const int8_t *at, __mmask16 in) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(in, at)));
+inline Vec multiply_add(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline float total(Vec v) { return _mm512_reduce_add_ps(v); }
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int64_t kLanes = 8;
+using Vec = __m256;
+inline Vec zeros() { return _mm256_setzero_ps(); }
+inline Vec load(const float *at) { return _mm256_loadu_ps(at); }
+inline Vec widen(const int8_t *at) {  // 8 int8 -> 8 float
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(at))));
 }
+inline Vec multiply_add(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline float total(Vec v) {
+    const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_movehdup_ps(quarter)));
+}
+#else
+#error "int8_gemv.cpp needs AVX-512 (F and BW) or AVX2 with FMA"
+#endif
 
 // dots[r] = sum_k x[k] q[r][k] for `rows` (1..4) weight rows starting at q
 inline void dot_rows(const float *x, const int8_t *q, int64_t k, int64_t rows, float *dots) {
-    __m512 acc[kRows] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    Vec acc[kRows] = {zeros(), zeros(), zeros(), zeros()};
     int64_t j = 0;
-    for (; j + 16 <= k; j += 16) {
-        const __m512 xv = _mm512_loadu_ps(x + j);
+    for (; j + kLanes <= k; j += kLanes) {
+        const Vec xv = load(x + j);
         for (int64_t r = 0; r < kRows; r++)
-            if (r < rows) acc[r] = _mm512_fmadd_ps(widen(q + r * k + j), xv, acc[r]);
+            if (r < rows) acc[r] = multiply_add(widen(q + r * k + j), xv, acc[r]);
     }
-    if (j < k) {
-        const __mmask16 in = static_cast<__mmask16>((1u << (k - j)) - 1);
-        const __m512 xv = _mm512_maskz_loadu_ps(in, x + j);
-        for (int64_t r = 0; r < kRows; r++)
-            if (r < rows) acc[r] = _mm512_fmadd_ps(widen_masked(q + r * k + j, in), xv, acc[r]);
+    for (int64_t r = 0; r < rows; r++) {
+        float dot = total(acc[r]);
+        for (int64_t tail = j; tail < k; tail++) dot += x[tail] * static_cast<float>(q[r * k + tail]);
+        dots[r] = dot;
     }
-    for (int64_t r = 0; r < rows; r++) dots[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
 void linear(const float *x, int64_t m, int64_t k, const int8_t *q, int64_t n, float scale,
