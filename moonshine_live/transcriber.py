@@ -123,9 +123,8 @@ class Transcriber:
             self.checkpoint, self.device, self.dtype, INT8_PARTS if int8 else (), self.amx
         )
         self.amx = self.amx and amx_in_use(self.model)
-        self.int8_kernel = (
-            int8 and self.config.compile and load_int8_kernel() and use_int8_kernel(self.model) > 0
-        )
+        # the op serves eager steps as well as compiled ones
+        self.int8_kernel = int8 and load_int8_kernel() and use_int8_kernel(self.model) > 0
         self.tokenizer = Tokenizer.from_file(self.checkpoint.tokenizer_path)
         self.guard = RepetitionGuard(
             max_single_repeats=self.config.max_single_repeats,
