@@ -134,6 +134,27 @@ def test_without_amx_the_op_comes_in_its_own_library(kernel, tmp_path):
     assert "compiling the int8-linear kernels" in done.stderr
 
 
+def test_a_failed_build_leaves_the_decode_to_inductor(kernel, tmp_path):
+    """No compiler (in a fresh process, no AMX pretended): one warning, and no op."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from moonshine_live import amx, int8_kernel, kernels
+        amx.cpu_has_amx = lambda: False
+        ok = not int8_kernel.load_kernel() and not kernels.has_op("int8_linear")
+        sys.exit(0 if ok else 1)
+        """
+    )
+    env = {
+        **os.environ,
+        "MOONSHINE_LIVE_CACHE": str(tmp_path / "cache"),
+        "CXX": str(tmp_path / "no-such-compiler"),
+    }
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "int8 kernel unavailable, decode steps run inductor's" in done.stderr
+
+
 def test_transcriber_runs_decode_linears_on_the_op(kernel, transcriber):
     model = transcriber.model
     linears = [m for m in model.modules() if isinstance(m, Int8WeightLinear)]
