@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .decoding import decode_step
+from .kernels import cpuinfo_flags
 from .model import Encoder, Moonshine
 from .packaged import (
     PackagedEncoder,
@@ -132,16 +133,10 @@ VECTOR_FLAGS = (
 def cpu_vector_features() -> str:
     """This CPU's vector features, read from the OS without importing inductor (whose own ISA
     pick builds probe libraries): equal features mean inductor picks the same kernels."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
+    present = cpuinfo_flags()
+    if present is None:
         return platform.processor()
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() in ("flags", "Features"):
-            present = set(value.split())
-            return " ".join(flag for flag in VECTOR_FLAGS if flag in present)
-    return platform.processor()
+    return " ".join(flag for flag in VECTOR_FLAGS if flag in present)
 
 
 def precompiled_step_path(

@@ -49,19 +49,25 @@ AMX_LIBRARY = Library(
 INT8_LIBRARY = Library("int8-linear", ("int8_gemv.cpp",), ("avx2", "fma"), ("int8_linear",))
 
 
+def cpuinfo_flags() -> frozenset[str] | None:
+    """The CPU's feature flags as Linux lists them (`flags` on x86, `Features` on ARM); None
+    where there is no /proc/cpuinfo or no such line."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return None
+
+
 def cpu_flags() -> frozenset[str]:
     """This CPU's feature flags (empty off Linux x86-64, where no library is built)."""
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return frozenset()
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+    return cpuinfo_flags() or frozenset()
 
 
 def supported(library: Library) -> bool:

@@ -108,10 +108,10 @@ def test_the_avx2_build_gives_the_same_sums(kernel, tmp_path):
         [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    nm = subprocess.run(["objdump", "-d", str(tmp_path / "int8-avx2.so")],
-                        capture_output=True, text=True)  # fmt: skip
-    if nm.returncode == 0:  # binutils is there on any machine with g++
-        assert "zmm" not in nm.stdout  # really the AVX2 code, not AVX-512
+    disassembly = subprocess.run(["objdump", "-d", str(tmp_path / "int8-avx2.so")],
+                                 capture_output=True, text=True)  # fmt: skip
+    if disassembly.returncode == 0:  # binutils is there on any machine with g++
+        assert "zmm" not in disassembly.stdout  # really the AVX2 code, not AVX-512
 
 
 def test_without_amx_the_op_comes_in_its_own_library(kernel, tmp_path):
