@@ -232,7 +232,12 @@ def test_warm_up_exempts_the_start_objects_from_full_collections(transcriber) ->
     import gc
 
     assert gc.get_freeze_count() > 50_000  # the model, tokenizer and compiled steps' objects
-    assert len(gc.get_objects()) < gc.get_freeze_count()
+    # Frozen objects sit in the permanent generation, which collections (and get_objects) skip.
+    # Other tests in this process may have made any number of objects since, so look for the
+    # start's own objects rather than count.
+    start_objects = [transcriber, transcriber.model, *transcriber.model.modules()]
+    tracked = {id(o) for o in gc.get_objects()}
+    assert not [o for o in start_objects if id(o) in tracked]
 
 
 def test_empty_batch(transcriber: Transcriber) -> None:
