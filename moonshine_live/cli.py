@@ -199,17 +199,18 @@ def run_listen(args: argparse.Namespace) -> int:
 
 async def _listen(config, args: argparse.Namespace) -> int:  # config: EngineConfig
     from .engine import Engine
+    from .shutdown import StopOnSignals
     from .sources import FileSource
 
     source = FileSource(args.file, realtime=args.realtime) if args.file else None
     printer = _print_json if args.json else _print_text
     status = EXIT_OK
-    async with Engine(config, source=source) as engine:
+    async with Engine(config, source=source) as engine, StopOnSignals(engine) as signals:
         async for event in engine.events():
             printer(event)
             if event.type == "error" and getattr(event, "fatal", False):
                 status = EXIT_FAILED
-    return status
+    return status if signals.exit_status is None else signals.exit_status
 
 
 def _print_json(event) -> None:
@@ -331,6 +332,7 @@ async def _demo(config, args: argparse.Namespace) -> int:  # config: EngineConfi
     from importlib.resources import files
 
     from .engine import Engine
+    from .shutdown import StopOnSignals
     from .sources import FileSource
 
     use_mic = not args.recording and _has_microphone()
@@ -339,10 +341,10 @@ async def _demo(config, args: argparse.Namespace) -> int:  # config: EngineConfi
         recording = files("moonshine_live") / "assets" / DEMO_RECORDING
         source = FileSource(str(recording), realtime=not args.fast)
     print("moonshine-live demo: loading the model (the first run converts it, once)...", flush=True)
-    async with Engine(config, source=source) as engine:
+    async with Engine(config, source=source) as engine, StopOnSignals(engine) as signals:
         async for event in engine.events():
             _print_demo_event(event, use_mic, args.run_actions, show_latency=not args.fast)
-    return EXIT_OK
+    return EXIT_OK if signals.exit_status is None else signals.exit_status
 
 
 DEMO_RECORDING = "commands.flac"  # 36 s of TTS commands (flite and espeak-ng voices)

@@ -4,6 +4,7 @@ speaks into (shared/notes/audio-stack.md). Runs in CI; skips locally without Pul
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -120,9 +121,11 @@ def test_ctrl_c_stops_listen_within_a_second(virtual_mic) -> None:
         time.sleep(1.0)
         sent = time.monotonic()
         process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=10)
+        out, err = process.communicate(timeout=10)
         elapsed = time.monotonic() - sent
     finally:
         process.kill()
-    assert code == 130
+    assert process.returncode == 130, err
     assert elapsed < 1.5, f"took {elapsed:.2f} s to stop"
+    last = json.loads(out.splitlines()[-1])  # a JSON consumer learns why the events ended
+    assert last["type"] == "stopped" and last["reason"] == "interrupted", out
