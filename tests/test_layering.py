@@ -11,6 +11,7 @@ import pytest
 LIGHT_MODULES = [
     "moonshine_live",
     "moonshine_live.cli",
+    "moonshine_live.shutdown",
     "moonshine_live.config",
     "moonshine_live.messages",
     "moonshine_live.errors",
