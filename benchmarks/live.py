@@ -5,6 +5,7 @@ transcription, and the engine's CPU use while the input is silent (goal: a few p
 core). The recording is the bundled demo (12 spoken commands, 36 s) repeated, or any file.
 
     python benchmarks/live.py [--repeat 2] [--silence-s 20] [--file F] [--fast] [--eager]
+                              [--early-commit MS]
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def replay(
-    audio: np.ndarray, transcriber: Transcriber, realtime: bool, grammars: tuple[str, ...]
+    audio: np.ndarray,
+    transcriber: Transcriber,
+    realtime: bool,
+    grammars: tuple[str, ...],
+    early_commit_ms: int = 0,
 ) -> tuple[list[Event], float, float, float]:
     """All events of one run, its wall time and process CPU time (seconds), and its RTF."""
     commands = CommandConfig(grammars=grammars, actions=ActionConfig(dry_run=True))
-    config = EngineConfig(stats_interval_s=0, commands=commands)
+    config = EngineConfig(stats_interval_s=0, commands=commands, early_commit_ms=early_commit_ms)
     engine = Engine(config, source=ArraySource(audio, realtime=realtime), transcriber=transcriber)
     events: list[Event] = []
     wall, cpu = time.monotonic(), time.process_time()
@@ -84,6 +89,26 @@ async def main(args: argparse.Namespace) -> None:
     events, wall, cpu, rtf = await replay(speech, transcriber, not args.fast, grammars)
     report(events, wall, cpu, len(speech) / SAMPLE_RATE)
     print(f"real-time factor (transcription time / audio time): {rtf:.3f}")
+    if args.early_commit:
+        print(f"\nagain, with early commit after {args.early_commit} ms of silence:")
+        early, wall, cpu, rtf = await replay(
+            speech, transcriber, not args.fast, grammars, args.early_commit
+        )
+        report(early, wall, cpu, len(speech) / SAMPLE_RATE)
+        print(f"real-time factor: {rtf:.3f}")
+        commits = sum(e.type == "transcript" and e.reason == "early" for e in early)
+        print(f"early commits: {commits}")
+        before, after = (
+            percentile([e.latency_ms for e in run if e.type == "command"], 50)
+            for run in (events, early)
+        )
+        print(f"end of speech -> command p50, early/waiting: {after / before:.2f}")
+        said = [
+            [(e.intent, sorted(e.slots.items())) for e in run if e.type == "command"]
+            for run in (events, early)
+        ]
+        same = "the same" if said[0] == said[1] else f"DIFFERENT: {said[0]} vs {said[1]}"
+        print(f"commands with and without early commit: {same}")
     print(f"\nsilence: {args.silence_s:.0f} s of low noise in real time")
     events, wall, cpu, _ = await replay(silence, transcriber, True, grammars)
     print(f"CPU while silent: {100 * cpu / wall:.1f}% of one core "
@@ -98,4 +123,8 @@ if __name__ == "__main__":
     parser.add_argument("--fast", action="store_true", help="no real-time pacing")
     parser.add_argument("--no-grammar", action="store_true", help="transcripts only")
     parser.add_argument("--eager", action="store_true", help="eager float model, not compiled")
+    parser.add_argument(
+        "--early-commit", type=int, default=0, metavar="MS",
+        help="replay again with EngineConfig.early_commit_ms=MS and compare",
+    )  # fmt: skip
     asyncio.run(main(parser.parse_args()))

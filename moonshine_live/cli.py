@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listen.add_argument("--dry-run", action="store_true", help="report actions, run none")
     listen.add_argument("--context", nargs="*", default=[], help="initial grammar contexts")
+    listen.add_argument(
+        "--early-commit",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="act on an exact command after MS ms of silence, before the VAD's 300 ms (0 = off)",
+    )
     _add_model_arguments(listen, compile_default=True)
     listen.set_defaults(run=run_listen)
 
@@ -190,6 +197,7 @@ def run_listen(args: argparse.Namespace) -> int:
         decode=_decode_config(args),
         partial_interval_ms=0 if args.no_partials else 500,
         stats_interval_s=args.stats,
+        early_commit_ms=args.early_commit,
     )
     try:
         return asyncio.run(_listen(config, args))
@@ -308,6 +316,7 @@ def run_demo(args: argparse.Namespace) -> int:
         decode=_decode_config(args),
         partial_interval_ms=0,
         stats_interval_s=0,
+        early_commit_ms=DEMO_EARLY_COMMIT_MS,
         commands=CommandConfig(
             grammars=("desktop", "home"),
             actions=replace(ActionConfig(), dry_run=not args.run_actions),
@@ -348,6 +357,7 @@ async def _demo(config, args: argparse.Namespace) -> int:  # config: EngineConfi
 
 
 DEMO_RECORDING = "commands.flac"  # 36 s of TTS commands (flite and espeak-ng voices)
+DEMO_EARLY_COMMIT_MS = 150  # benchmarks/live.py: command p50 356 -> 202 ms, same commands
 
 
 def _print_demo_event(event, use_mic: bool, run_actions: bool, show_latency: bool) -> None:

@@ -135,13 +135,21 @@ class CommandStage:
     def set_contexts(self, contexts: Iterable[str]) -> None:
         self.contexts = frozenset(contexts)
 
-    def match(self, transcript: TranscriptEvent) -> CommandEvent | RejectedEvent | None:
-        """The command a final transcript is, or why it is not; None for empty text."""
+    def match(
+        self, transcript: TranscriptEvent, *, exact_only: bool = False
+    ) -> CommandEvent | RejectedEvent | None:
+        """The command a final transcript is, or why it is not; None for empty text.
+
+        `exact_only`: only an exact parse counts; anything else gives None and changes nothing
+        (the engine's early commit acts on exact commands only and otherwise waits).
+        """
         if not transcript.text.strip():
             return None
         started = time.monotonic()
         result = self.matcher.match(transcript.text, self.contexts, self.mode)
         latency = transcript.latency_ms + (time.monotonic() - started) * 1000
+        if exact_only and not (isinstance(result, CommandMatch) and result.exact):
+            return None
         if isinstance(result, CommandMatch):
             intent = self.grammar.intents[result.intent]
             if intent.set_mode:
@@ -181,23 +189,35 @@ class CommandStage:
 
     # -- running inside the engine (needs `attach` and a running event loop) -------------------
 
-    def handle(self, transcript: TranscriptEvent) -> None:
-        """Match a final transcript; emit and dispatch the command (or the rejection)."""
+    def handle(self, transcript: TranscriptEvent, done: CommandEvent | None = None) -> None:
+        """Match a final transcript; emit and dispatch the command (or the rejection).
+
+        `done`: a command already dispatched for this utterance (committed early); the same
+        intent with the same slots is not dispatched again.
+        """
         assert self._bus is not None, "attach() first"
-        bus, dispatcher = self._bus, self._bus.dispatcher
         result = self.match(transcript)
         if isinstance(result, RejectedEvent):
-            bus.emit(result)
-            dispatcher.dispatch("otherwise", result)
+            self._bus.emit(result)
+            self._bus.dispatcher.dispatch("otherwise", result)
         elif isinstance(result, CommandEvent):
-            if dispatcher.cooling_down(result.intent):
-                _LOGGER.info("%s again within the cooldown; not dispatched", result.intent)
+            if done is not None and (done.intent, done.slots) == (result.intent, result.slots):
+                _LOGGER.info("%s was committed early; not dispatched again", result.intent)
                 return
-            bus.emit(result)
-            dispatcher.dispatch(f"intent:{result.intent}", result)
-            task = asyncio.get_running_loop().create_task(self._act(result))
-            self._action_tasks.add(task)
-            task.add_done_callback(self._action_tasks.discard)
+            self.dispatch(result)
+
+    def dispatch(self, command: CommandEvent) -> None:
+        """Emit a matched command, call its callbacks and start its actions."""
+        assert self._bus is not None, "attach() first"
+        dispatcher = self._bus.dispatcher
+        if dispatcher.cooling_down(command.intent):
+            _LOGGER.info("%s again within the cooldown; not dispatched", command.intent)
+            return
+        self._bus.emit(command)
+        dispatcher.dispatch(f"intent:{command.intent}", command)
+        task = asyncio.get_running_loop().create_task(self._act(command))
+        self._action_tasks.add(task)
+        task.add_done_callback(self._action_tasks.discard)
 
     async def _act(self, command: CommandEvent) -> None:
         """Run the intent's actions off the loop; `call` actions go to registered callbacks."""

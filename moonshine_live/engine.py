@@ -28,6 +28,7 @@ from .dispatcher import Callback, DispatchConfig, Dispatcher
 from .errors import AudioDeviceError, ConfigError, MoonshineLiveError
 from .events import (
     EVENT_TYPES,
+    CommandEvent,
     Dropped,
     ErrorEvent,
     Event,
@@ -59,6 +60,13 @@ class EngineConfig:
     """Grammars and actions; with no grammar the engine only transcribes."""
     partial_interval_ms: int = 500
     """Re-decode a growing utterance this often while the worker is free (milliseconds, 0 = off)."""
+    early_commit_ms: int = 0
+    """With a grammar and a live source: after this much silence (milliseconds, less than the
+    VAD's `hangover_ms`; 0 = off) transcribe the utterance so far, and if it is exactly a
+    command, act on it now instead of when the hangover ends. Its transcript has reason
+    "early". Speech that resumes within the hangover is transcribed with it as usual, and
+    the command already dispatched is not dispatched again. Trades a command that the next
+    words would have changed ("open firefox ... settings") for acting sooner."""
     max_pending: int = 16
     """Finished utterances waiting for the model; past this the oldest is dropped and reported
     (a file source read as fast as possible waits instead)."""
@@ -75,6 +83,11 @@ class EngineConfig:
             )
         if self.max_pending < 1:
             raise ConfigError(f"EngineConfig.max_pending must be >= 1, got {self.max_pending}")
+        if self.early_commit_ms and not 0 < self.early_commit_ms < self.vad.hangover_ms:
+            raise ConfigError(
+                f"EngineConfig.early_commit_ms must be 0 (off) or between 0 and the VAD's "
+                f"hangover_ms ({self.vad.hangover_ms}), got {self.early_commit_ms}"
+            )
         if self.stats_interval_s < 0 or self.reconnect_attempts < 0 or self.reconnect_delay_s < 0:
             raise ConfigError("EngineConfig stats/reconnect settings must be >= 0")
 
@@ -90,6 +103,8 @@ class _Job:
     reason: str = "silence"
     speech_end_sample: int = 0  # last voiced sample, for latency
     emitted_at: float = 0.0  # monotonic time the segmenter finished it
+    early: bool = False  # an early-commit attempt (EngineConfig.early_commit_ms)
+    done: CommandEvent | None = None  # dispatched early for this utterance: not again
 
 
 class Engine:
@@ -113,6 +128,10 @@ class Engine:
             self.commands.attach(self._bus)
         self._finals: deque[_Job] = deque()
         self._partial: _Job | None = None
+        self._early: _Job | None = None
+        self._early_tried = -1  # speech_end of the last early attempt: one per pause
+        self._committed: _Job | None = None  # the early job whose command was dispatched
+        self._early_commit = False  # set by start(): needs a grammar and a live source
         self._work = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="transcriber")
         self._tasks: list[asyncio.Task[Any]] = []
@@ -202,6 +221,8 @@ class Engine:
         if self._source is None:
             self._source = MicSource(self.config.capture)
         self._process_started = (time.monotonic(), time.process_time())
+        live = getattr(self._source, "realtime", True)  # a file read at full speed: never
+        self._early_commit = bool(self.config.early_commit_ms and self.commands and live)
         self._tasks = [
             asyncio.create_task(self._capture_loop(), name="capture"),
             asyncio.create_task(self._worker_loop(), name="transcribe"),
@@ -313,6 +334,7 @@ class Engine:
         for event in self._segmenter.process(frame, start):
             self._on_vad_event(event)
         self._maybe_request_partial()
+        self._maybe_request_early()
 
     def _flush_segmenter(self) -> None:
         for event in self._segmenter.force_end():
@@ -325,14 +347,21 @@ class Engine:
             self._emit(SpeechStart(t=event.start_sample / SAMPLE_RATE))
         elif isinstance(event, Utterance):
             self._speech_start = self._position if event.reason == "max_length" else None
-            self._partial = None
+            self._partial = self._early = None
             self._enqueue_final(event)
         else:
             self._speech_start = None
-            self._partial = None
+            self._partial = self._early = None
 
     def _enqueue_final(self, utterance: Utterance) -> None:
         self._counts["utterances"] += 1
+        committed, self._committed = self._committed, None
+        if committed is not None and committed.start_sample == utterance.start_sample:
+            if committed.speech_end_sample == self._segmenter.speech_end:
+                self._counts["transcribed"] += 1  # nothing said since: the early text stands
+                return
+        else:
+            committed = None
         post_roll = self.config.vad.post_roll_ms * SAMPLE_RATE // 1000
         speech_end = utterance.end_sample - (post_roll if utterance.reason == "silence" else 0)
         job = _Job(
@@ -343,6 +372,7 @@ class Engine:
             reason=utterance.reason,
             speech_end_sample=speech_end,
             emitted_at=time.monotonic() - (self._position - speech_end) / SAMPLE_RATE,
+            done=committed.done if committed is not None else None,
         )
         self._finals.append(job)
         while len(self._finals) > self.config.max_pending:
@@ -374,6 +404,32 @@ class Engine:
         audio = int16_to_float32(ring.read(start, self._position))
         self._partial = _Job(
             audio=audio, start_sample=start, end_sample=self._position, final=False
+        )
+        self._work.set()
+
+    def _maybe_request_early(self) -> None:
+        """A pause long enough to end a command: transcribe the utterance so far (once per
+        pause), padded with silence to the trailing silence a final utterance keeps."""
+        segmenter = self._segmenter
+        start = segmenter.utterance_start
+        if not self._early_commit or start is None or self._finals:
+            return
+        speech_end = segmenter.speech_end
+        if segmenter.silence_ms < self.config.early_commit_ms or speech_end == self._early_tried:
+            return
+        self._early_tried = speech_end
+        audio = int16_to_float32(segmenter.ring.read(start, self._position))
+        post_roll = self.config.vad.post_roll_ms * SAMPLE_RATE // 1000
+        padding = np.zeros(max(0, speech_end + post_roll - self._position), dtype=np.float32)
+        self._early = _Job(
+            audio=np.concatenate([audio, padding]),
+            start_sample=start,
+            end_sample=self._position,
+            final=False,
+            reason="early",
+            speech_end_sample=speech_end,
+            emitted_at=time.monotonic() - (self._position - speech_end) / SAMPLE_RATE,
+            early=True,
         )
         self._work.set()
 
@@ -418,11 +474,17 @@ class Engine:
     def _next_job(self) -> _Job | None:
         if self._finals:
             return self._finals.popleft()
+        if self._early is not None:
+            job, self._early = self._early, None
+            return job
         job, self._partial = self._partial, None
         return job
 
     def _deliver(self, job: _Job, transcript: Any) -> None:
         t_start, t_end = job.start_sample / SAMPLE_RATE, job.end_sample / SAMPLE_RATE
+        if job.early:
+            self._commit_early(job, transcript)
+            return
         if not job.final:
             if self._speech_start is not None:  # a partial of an utterance already over is stale
                 self._emit(Partial(text=transcript.text, t_start=t_start, t_end=t_end))
@@ -440,7 +502,33 @@ class Engine:
         self._emit(event)
         if self.commands is not None:
             self.commands.check_grammar(self.position_s)
-            self.commands.handle(event)
+            self.commands.handle(event, done=job.done)
+
+    def _commit_early(self, job: _Job, transcript: Any) -> None:
+        """Act on an early transcript if the utterance is still open, nothing was said since,
+        and it is exactly a command; otherwise drop it without a trace (the final decides)."""
+        segmenter = self._segmenter
+        assert self.commands is not None
+        if segmenter.utterance_start != job.start_sample:
+            return  # the utterance ended (its final is queued) or another began
+        if segmenter.speech_end != job.speech_end_sample:
+            return  # speech resumed
+        event = TranscriptEvent(
+            text=transcript.text,
+            t_start=job.start_sample / SAMPLE_RATE,
+            t_end=job.end_sample / SAMPLE_RATE,
+            latency_ms=(time.monotonic() - job.emitted_at) * 1000,
+            tokens=tuple(transcript.tokens),
+            avg_logprob=transcript.avg_logprob,
+            reason="early",
+        )
+        command = self.commands.match(event, exact_only=True)
+        if not isinstance(command, CommandEvent):
+            return
+        job.done = command
+        self._committed = job
+        self._emit(event)
+        self.commands.dispatch(command)
 
     # -- events --------------------------------------------------------------------------------
 

@@ -202,6 +202,21 @@ class Segmenter:
         return self._last_voiced
 
     @property
+    def utterance_start(self) -> int | None:
+        """First sample (pre-roll included) of the utterance in progress, None when idle."""
+        return self._utt_start
+
+    @property
+    def speech_end(self) -> int:
+        """End sample of the last confirmed voiced frame (the current or last utterance)."""
+        return self._speech_end
+
+    @property
+    def silence_ms(self) -> int:
+        """Silence since speech was last confirmed in the utterance in progress (0 when idle)."""
+        return self._silent_frames * self.config.frame_ms if self.in_speech else 0
+
+    @property
     def position(self) -> int:
         """Absolute sample index the next frame is expected to start at."""
         return self.ring.total_written

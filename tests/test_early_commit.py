@@ -1,0 +1,164 @@
+"""Early commit: an exact command is acted on after a short pause, not after the whole hangover.
+
+Speech is real TTS read in real time (early commit needs a live source), through the real VAD
+and model. Where it happened is read off the audio timeline (the transcript's `t_end`), which
+does not depend on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from speech import tts_wav
+
+from moonshine_live.actions import ActionConfig
+from moonshine_live.audio import SAMPLE_RATE, load_audio
+from moonshine_live.bus import EventBus
+from moonshine_live.commands import CommandConfig, CommandStage
+from moonshine_live.dispatcher import DispatchConfig, Dispatcher
+from moonshine_live.engine import Engine, EngineConfig
+from moonshine_live.errors import ConfigError
+from moonshine_live.events import CommandEvent, Event, TranscriptEvent
+from moonshine_live.sources import ArraySource
+from moonshine_live.vad import VadConfig
+
+TIMEOUT = 60.0
+COMMANDS = CommandConfig(grammars=("desktop",), actions=ActionConfig(dry_run=True))
+
+
+def voiced(path: Path) -> np.ndarray:
+    """The clip without the silence TTS puts around it, so pauses are what the test says."""
+    audio = load_audio(path)
+    loud = np.flatnonzero(np.abs(audio) > 0.02)
+    return audio[loud[0] : loud[-1] + 1]
+
+
+def with_pauses(*parts: np.ndarray | float) -> np.ndarray:
+    pieces = [np.zeros(round(p * SAMPLE_RATE), np.float32) if isinstance(p, float) else p
+              for p in parts]  # fmt: skip
+    return np.concatenate(pieces)
+
+
+async def run(
+    audio: np.ndarray, transcriber, realtime: bool = True, **overrides
+) -> tuple[list[Event], dict]:
+    config = EngineConfig(commands=COMMANDS, stats_interval_s=0, partial_interval_ms=0, **overrides)
+    engine = Engine(config, source=ArraySource(audio, realtime=realtime), transcriber=transcriber)
+    events: list[Event] = []
+
+    async def collect() -> None:
+        async with engine:
+            async for event in engine.events():
+                events.append(event)
+
+    await asyncio.wait_for(collect(), TIMEOUT)
+    return events, engine.stats().__dict__
+
+
+def of_type(events: list[Event], kind: str) -> list:
+    return [e for e in events if e.type == kind]
+
+
+@pytest.fixture(scope="module")
+def close_window() -> np.ndarray:
+    return voiced(tts_wav("close the window", "flite", variant="slt"))
+
+
+@pytest.mark.needs_weights
+@pytest.mark.needs_tts
+async def test_an_exact_command_is_acted_on_before_the_hangover_ends(
+    transcriber, close_window
+) -> None:
+    audio = with_pauses(0.6, close_window, 1.0)
+    waited, _ = await run(audio, transcriber)
+    early, stats = await run(audio, transcriber, early_commit_ms=120)
+    (late,) = of_type(waited, "transcript")
+    (transcript,) = of_type(early, "transcript")
+    assert late.reason == "silence" and transcript.reason == "early"
+    assert transcript.text == late.text and transcript.t_start == late.t_start
+    # the early one was taken about 180 ms sooner on the timeline (hangover 300 ms vs 120)
+    assert transcript.t_end <= late.t_end - 0.1, (transcript, late)
+    (command,) = of_type(early, "command")
+    assert command.intent == "close_window" and command.t_end == transcript.t_end
+    assert early.index(transcript) < early.index(command)
+    assert stats["utterances"] == 1 and stats["transcribed"] == 1
+
+
+@pytest.mark.needs_weights
+@pytest.mark.needs_tts
+async def test_speech_that_resumes_is_transcribed_whole_and_the_command_not_repeated(
+    transcriber, close_window
+) -> None:
+    """A pause longer than the early commit but shorter than the hangover, then more words."""
+    please = voiced(tts_wav("please", "flite", variant="slt"))
+    audio = with_pauses(0.6, close_window, 0.45, please, 1.2)
+    vad = VadConfig(hangover_ms=750, post_roll_ms=300)
+    events, stats = await run(audio, transcriber, early_commit_ms=150, vad=vad)
+    first, whole = of_type(events, "transcript")
+    assert first.reason == "early" and whole.reason == "silence"
+    assert whole.t_start == first.t_start and whole.t_end > first.t_end + 0.5
+    assert "window" in whole.text.lower() and "please" in whole.text.lower(), whole.text
+    # "close the window, please" is the same command again: matched, but not dispatched twice
+    commands = of_type(events, "command")
+    assert [c.intent for c in commands] == ["close_window"], [e.to_json() for e in events]
+    assert stats["utterances"] == 1 and stats["transcribed"] == 1
+
+
+@pytest.mark.needs_weights
+@pytest.mark.needs_tts
+async def test_speech_that_is_not_exactly_a_command_waits_for_the_hangover(transcriber) -> None:
+    audio = with_pauses(0.6, voiced(tts_wav("what a lovely day", "flite", variant="slt")), 1.0)
+    events, _ = await run(audio, transcriber, early_commit_ms=120)
+    (transcript,) = of_type(events, "transcript")
+    assert transcript.reason == "silence"
+    assert not of_type(events, "command")
+
+
+@pytest.mark.needs_weights
+@pytest.mark.needs_tts
+async def test_a_file_read_at_full_speed_never_commits_early(transcriber, close_window) -> None:
+    """Early commit races the hangover in real time; a file read as fast as possible would make
+    the event stream depend on the machine's speed, so it is off there."""
+    audio = with_pauses(0.6, close_window, 1.0)
+    events, _ = await run(audio, transcriber, early_commit_ms=120, realtime=False)
+    (transcript,) = of_type(events, "transcript")
+    assert transcript.reason == "silence"
+    assert [c.intent for c in of_type(events, "command")] == ["close_window"]
+
+
+@pytest.mark.parametrize("ms", [-1, 300, 450])
+def test_early_commit_must_be_shorter_than_the_hangover(ms: int) -> None:
+    with pytest.raises(ConfigError, match="early_commit_ms"):
+        EngineConfig(early_commit_ms=ms, vad=VadConfig(hangover_ms=300))
+
+
+async def test_a_command_done_early_is_not_dispatched_again_but_another_one_is() -> None:
+    stage = CommandStage(COMMANDS)
+    dispatcher = Dispatcher(DispatchConfig(cooldown_ms=0))
+    bus = EventBus(dispatcher)
+    stage.attach(bus)
+    dispatched: list[str] = []
+    dispatcher.register("intent:close_window", lambda c: dispatched.append(c.intent))
+    dispatcher.register("intent:maximize_window", lambda c: dispatched.append(c.intent))
+
+    def said(text: str) -> TranscriptEvent:
+        return TranscriptEvent(text=text, t_start=0.0, t_end=1.0, latency_ms=0.0)
+
+    done = stage.match(said("close the window"), exact_only=True)
+    assert isinstance(done, CommandEvent)
+    assert stage.match(said("close the window pleaze"), exact_only=True) is None  # fuzzy
+    stage.handle(said("close the window please"), done=done)  # the same command, with more
+    stage.handle(said("maximize the window"), done=done)
+    await stage.wait_actions()
+    await dispatcher.drain(timeout_s=5.0)
+    assert dispatched == ["maximize_window"]
+
+
+def test_listen_names_a_bad_early_commit(capsys) -> None:
+    from moonshine_live.cli import EXIT_FAILED, main
+
+    assert main(["listen", "--file", "x.wav", "--early-commit", "400"]) == EXIT_FAILED
+    assert "early_commit_ms" in capsys.readouterr().err
