@@ -6,6 +6,7 @@ user's machine when the part is missing, but FAILS under CI=true so CI always ex
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
@@ -68,6 +69,19 @@ def beckett_path() -> Path:
 def generated_dir() -> Path:
     GENERATED_DIR.mkdir(exist_ok=True)
     return GENERATED_DIR
+
+
+async def engine_events(engine, timeout_s: float) -> list:
+    """Every event of one whole engine run (`ready` to `stopped`), in order, within timeout_s."""
+    events = []
+
+    async def collect() -> None:
+        async with engine:
+            async for event in engine.events():
+                events.append(event)
+
+    await asyncio.wait_for(collect(), timeout_s)
+    return events
 
 
 # The PulseAudio null-sink microphone fixture (audio_server imports the helpers above).

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import engine_events
 from speech import compose, tts_wav
 
 from moonshine_live.commands import (
@@ -62,15 +62,7 @@ def write_grammar(path: Path, log: Path) -> Path:
 
 
 async def run(engine: Engine) -> list[Event]:
-    events: list[Event] = []
-
-    async def collect() -> None:
-        async with engine:
-            async for event in engine.events():
-                events.append(event)
-
-    await asyncio.wait_for(collect(), TIMEOUT)
-    return events
+    return await engine_events(engine, TIMEOUT)
 
 
 def clip(text: str, voice: str = "slt") -> Path:

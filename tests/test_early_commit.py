@@ -7,11 +7,11 @@ does not depend on how fast this machine is.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import engine_events
 from speech import tts_wav
 
 from moonshine_live.actions import ActionConfig
@@ -47,14 +47,7 @@ async def run(
 ) -> tuple[list[Event], dict]:
     config = EngineConfig(commands=COMMANDS, stats_interval_s=0, partial_interval_ms=0, **overrides)
     engine = Engine(config, source=ArraySource(audio, realtime=realtime), transcriber=transcriber)
-    events: list[Event] = []
-
-    async def collect() -> None:
-        async with engine:
-            async for event in engine.events():
-                events.append(event)
-
-    await asyncio.wait_for(collect(), TIMEOUT)
+    events = await engine_events(engine, TIMEOUT)
     return events, engine.stats().__dict__
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import engine_events
 from speech import compose, composed_spans, tts_wav
 
 from moonshine_live.audio import SAMPLE_RATE
@@ -42,17 +43,8 @@ async def run_engine(
 ) -> list[Event]:
     """All events of one run over `audio`, in order."""
     config = config or EngineConfig(stats_interval_s=0)
-    events: list[Event] = []
-
-    async def collect() -> None:
-        async with Engine(
-            config, source=ArraySource(audio, realtime=realtime), transcriber=transcriber
-        ) as engine:
-            async for event in engine.events():
-                events.append(event)
-
-    await asyncio.wait_for(collect(), TIMEOUT)
-    return events
+    engine = Engine(config, source=ArraySource(audio, realtime=realtime), transcriber=transcriber)
+    return await engine_events(engine, TIMEOUT)
 
 
 def of_type(events: list[Event], kind: str) -> list:
@@ -113,14 +105,7 @@ async def test_a_raising_callback_is_reported_and_the_engine_goes_on(transcriber
     async def fine(event) -> None:
         seen.append("async:" + event.text)
 
-    events: list[Event] = []
-
-    async def collect() -> None:
-        async with engine:
-            async for event in engine.events():
-                events.append(event)
-
-    await asyncio.wait_for(collect(), TIMEOUT)
+    events = await engine_events(engine, TIMEOUT)
     assert len(of_type(events, "transcript")) == 2
     errors = of_type(events, "error")
     assert len(errors) == 2 and all("callback bug" in e.message and not e.fatal for e in errors)
