@@ -36,6 +36,7 @@ Needs the test extras and TTS tools (`make install-test` installs both).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -170,9 +171,9 @@ Recognizer = Callable[[np.ndarray], str]
 
 def voices() -> Iterator[tuple[str, str]]:
     """(engine, voice) pairs, espeak-ng and flite alternating, endlessly."""
-    flite = [name for name in FLITE_VOICES if name in flite_voices()]
-    pairs = [("espeak", v) for v in ESPEAK_VOICES] + [("flite", v) for v in flite]
-    pairs = [p for pair in zip(pairs[::2], pairs[1::2], strict=False) for p in pair]
+    espeak = [("espeak", voice) for voice in ESPEAK_VOICES]
+    flite = [("flite", voice) for voice in FLITE_VOICES if voice in flite_voices()]
+    pairs = [p for pair in itertools.zip_longest(espeak, flite) for p in pair if p is not None]
     while True:
         yield from pairs
 
@@ -187,7 +188,7 @@ def intent_state(grammar: Grammar, name: str) -> tuple[tuple[str, ...], str]:
 
 def build_items(matcher: Matcher, per_intent: int, limit: int | None) -> list[Item]:
     """Commands (per_intent renderings of every intent, spread over its sentences), then the
-    non-commands, each in the next voice. Each text must match as expected when read exactly."""
+    non-commands, each in the next voice. A non-command the grammars accept is an error."""
     grammar = matcher.grammar
     commands_said = [text for text in NON_COMMANDS if isinstance(matcher.match(text), CommandMatch)]
     if commands_said:

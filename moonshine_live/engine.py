@@ -356,12 +356,11 @@ class Engine:
     def _enqueue_final(self, utterance: Utterance) -> None:
         self._counts["utterances"] += 1
         committed, self._committed = self._committed, None
-        if committed is not None and committed.start_sample == utterance.start_sample:
-            if committed.speech_end_sample == self._segmenter.speech_end:
-                self._counts["transcribed"] += 1  # nothing said since: the early text stands
-                return
-        else:
-            committed = None
+        if committed is not None and committed.start_sample != utterance.start_sample:
+            committed = None  # it belonged to an earlier utterance
+        if committed is not None and committed.speech_end_sample == self._segmenter.speech_end:
+            self._counts["transcribed"] += 1  # nothing said since: the early text stands
+            return
         post_roll = self.config.vad.post_roll_ms * SAMPLE_RATE // 1000
         speech_end = utterance.end_sample - (post_roll if utterance.reason == "silence" else 0)
         job = _Job(
@@ -410,9 +409,11 @@ class Engine:
     def _maybe_request_early(self) -> None:
         """A pause long enough to end a command: transcribe the utterance so far (once per
         pause), padded with silence to the trailing silence a final utterance keeps."""
+        if not self._early_commit or self._finals:
+            return
         segmenter = self._segmenter
         start = segmenter.utterance_start
-        if not self._early_commit or start is None or self._finals:
+        if start is None:
             return
         speech_end = segmenter.speech_end
         if segmenter.silence_ms < self.config.early_commit_ms or speech_end == self._early_tried:
