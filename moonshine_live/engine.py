@@ -131,6 +131,8 @@ class Engine:
         self._early: _Job | None = None
         self._early_tried = -1  # speech_end of the last early attempt: one per pause
         self._committed: _Job | None = None  # the early job whose command was dispatched
+        self._running: _Job | None = None  # the job the worker is transcribing now
+        self._parked: _Job | None = None  # a final waiting on its utterance's early attempt
         self._early_commit = False  # set by start(): needs a grammar and a live source
         self._work = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="transcriber")
@@ -363,6 +365,13 @@ class Engine:
             return
         post_roll = self.config.vad.post_roll_ms * SAMPLE_RATE // 1000
         speech_end = utterance.end_sample - (post_roll if utterance.reason == "silence" else 0)
+        running = self._running
+        awaited = (
+            running is not None
+            and running.early
+            and running.start_sample == utterance.start_sample
+            and running.speech_end_sample == self._segmenter.speech_end
+        )
         job = _Job(
             audio=utterance.audio,
             start_sample=utterance.start_sample,
@@ -373,6 +382,12 @@ class Engine:
             emitted_at=time.monotonic() - (self._position - speech_end) / SAMPLE_RATE,
             done=committed.done if committed is not None else None,
         )
+        if awaited:
+            # the early attempt on this very speech is being decoded: its result decides,
+            # however long it takes on this machine (the final is transcribed only if it was
+            # not exactly a command)
+            self._parked = job
+            return
         self._finals.append(job)
         while len(self._finals) > self.config.max_pending:
             old = self._finals.popleft()
@@ -446,6 +461,7 @@ class Engine:
                 self._work.clear()
                 await self._work.wait()
                 continue
+            self._running = job
             try:
                 began = time.monotonic()
                 transcript = await loop.run_in_executor(
@@ -465,7 +481,10 @@ class Engine:
                         message=f"transcription failed: {exc}", t=job.end_sample / SAMPLE_RATE
                     )
                 )
+                self._unpark()
                 continue
+            finally:
+                self._running = None
             self._deliver(job, transcript)
         if self.commands is not None:
             await self.commands.wait_actions()
@@ -505,15 +524,40 @@ class Engine:
             self.commands.check_grammar(self.position_s)
             self.commands.handle(event, done=job.done)
 
+    def _unpark(self) -> None:
+        """The final that waited on an early attempt goes to the model after all."""
+        if self._parked is not None:
+            self._finals.appendleft(self._parked)  # older than any final queued since
+            self._parked = None
+            self._work.set()
+
     def _commit_early(self, job: _Job, transcript: Any) -> None:
-        """Act on an early transcript if the utterance is still open, nothing was said since,
-        and it is exactly a command; otherwise drop it without a trace (the final decides)."""
+        """Act on an early transcript if nothing was said since and it is exactly a command;
+        otherwise drop it without a trace (the final decides). The utterance may have ended
+        while it was decoded (a slow CPU, a partial still running when the pause began): its
+        final waits here (`_parked`) and is transcribed only if the early one is no command."""
         segmenter = self._segmenter
         assert self.commands is not None
+        parked = self._parked
+        if parked is not None and parked.start_sample == job.start_sample:
+            self._parked = None
+            if not self._act_early(job, transcript):
+                self._finals.appendleft(parked)  # older than any final queued since
+                self._work.set()
+            else:
+                self._counts["transcribed"] += 1  # the early text stands for the whole
+            return
+        self._unpark()
         if segmenter.utterance_start != job.start_sample:
             return  # the utterance ended (its final is queued) or another began
         if segmenter.speech_end != job.speech_end_sample:
             return  # speech resumed
+        if self._act_early(job, transcript):
+            self._committed = job
+
+    def _act_early(self, job: _Job, transcript: Any) -> bool:
+        """Emit and dispatch the early transcript if it is exactly a command."""
+        assert self.commands is not None
         event = TranscriptEvent(
             text=transcript.text,
             t_start=job.start_sample / SAMPLE_RATE,
@@ -525,11 +569,11 @@ class Engine:
         )
         command = self.commands.match(event, exact_only=True)
         if not isinstance(command, CommandEvent):
-            return
+            return False
         job.done = command
-        self._committed = job
         self._emit(event)
         self.commands.dispatch(command)
+        return True
 
     # -- events --------------------------------------------------------------------------------
 

@@ -11,8 +11,11 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +36,7 @@ from .tokenizer import Tokenizer
 from .weights import INT8_PARTS, Checkpoint, load_model, resolve_checkpoint
 
 _LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 WARMUP_SAMPLES = SAMPLE_RATE  # one second of low noise: runs every kernel once
 SHORTEST_SAMPLES = MIN_SAMPLES + CONV1_STRIDE * CONV2_STRIDE * CONV3_STRIDE
@@ -106,6 +110,28 @@ class Transcriber:
 
     def __init__(self, config: DecodeConfig | None = None, *, warm_up: bool = True) -> None:
         self.config = config or DecodeConfig()
+        self._compute = ThreadPoolExecutor(1, thread_name_prefix="moonshine-compute")
+        self._compute_thread = self._compute.submit(threading.get_ident).result()
+        self.on_compute_thread(self._load)
+        self.warm_up_ms = 0.0
+        if warm_up:
+            self.warm_up()
+
+    def on_compute_thread(self, function: Callable[..., _T], *args: object) -> _T:
+        """Run `function` on this transcriber's own thread, where all its torch work happens.
+
+        OpenMP keeps a team of worker threads per thread that runs parallel regions: a second
+        team (a model loaded on the main thread, then used from an executor) puts more threads
+        than cores under libgomp, which then stops spinning between regions, and every small
+        op waits for its workers to wake. On a 2-core EPYC (2026-12-07) that doubled the decode
+        step (int8 linear 50 -> 150 us, a 2 s command 62 -> 113 ms) and cost the early commit
+        its race against the hangover. One thread, whoever calls: one team.
+        """
+        if threading.get_ident() == self._compute_thread:
+            return function(*args)
+        return self._compute.submit(function, *args).result()
+
+    def _load(self) -> None:
         # One setting for encoder and decoder: 2 threads vs 1 take the 10 s encoder from 752 to
         # 415 ms (2026-11-24, 2-core EPYC), and the compiled int8 decode step from 10-14 to 6-8 ms
         # (2026-12-01, 2-core Xeon): both phases want every core, so no per-phase split.
@@ -150,9 +176,6 @@ class Transcriber:
             )
         self._lock = threading.Lock()
         self.load_ms = (time.perf_counter() - started) * 1000
-        self.warm_up_ms = 0.0
-        if warm_up:
-            self.warm_up()
 
     def _artifact_path(self, int8: bool) -> Path:
         """Where the precompiled step for this model, device and weights is kept (one that
@@ -190,6 +213,9 @@ class Transcriber:
     def warm_up(self) -> None:
         """Run one decode so compiling, allocation and kernel selection happen now, not on the
         first speech; afterwards an utterance of any length runs at full speed."""
+        self.on_compute_thread(self._warm_up)
+
+    def _warm_up(self) -> None:
         started = time.perf_counter()
         noise = np.random.default_rng(0).normal(0, 1e-3, WARMUP_SAMPLES).astype(np.float32)
         try:
@@ -227,6 +253,11 @@ class Transcriber:
         """Several utterances at once; the same text as one at a time."""
         if not utterances:
             return []
+        return self.on_compute_thread(self._transcribe_batch, utterances, t_starts, sample_rate)
+
+    def _transcribe_batch(
+        self, utterances: list[np.ndarray], t_starts: list[float] | None, sample_rate: int
+    ) -> list[Transcript]:
         utterances = [
             validate_audio(u, sample_rate, name=f"utterance {i}") for i, u in enumerate(utterances)
         ]

@@ -1,7 +1,8 @@
 """Shared fixtures: data paths, the converted checkpoint, and `require()` for system parts.
 
 A test that needs a system part (a Debian tool, the reference library, the audio server) skips on a
-user's machine when the part is missing, but FAILS under CI=true so CI always exercises it.
+user's machine when the part is missing, but FAILS under CI=true so CI always exercises it. A CPU
+feature is not a part (`require_cpu`): its tests skip wherever it is absent, CI included.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ def require(part: str, available: bool, why: str = "") -> None:
     if IN_CI:
         pytest.fail(f"CI=true but {message}")
     pytest.skip(message)
+
+
+def require_cpu(feature: str, available: bool, why: str = "") -> None:
+    """Skip, everywhere and under CI=true too, when the CPU lacks `feature` (AMX, AVX2,
+    AVX-512, a GPU): nobody can install one. The path without it is what that machine tests."""
+    if not available:
+        pytest.skip(f"this CPU has no {feature}{': ' + why if why else ''}")
 
 
 def require_tool(name: str) -> str:

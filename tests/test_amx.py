@@ -2,12 +2,13 @@
 path when the kernels cannot run. Transcripts with them are checked in test_speed_paths.py (the
 shared transcriber runs them on an AMX CPU).
 
-AMX is a CPU feature: on a user's CPU without it the kernel tests skip (under CI=true they fail,
-as for any missing part), and the fallback tests check that the float path runs instead.
+AMX is a CPU feature, which nobody can install: wherever it is absent (CI included) the kernel
+tests skip, and the fallback tests check that the float path runs instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -16,8 +17,9 @@ import sys
 
 import pytest
 import torch
-from conftest import require
+from conftest import require_cpu
 from safetensors.torch import save_file
+from test_speed_paths import BECKETT_TOKENS
 from torch import nn
 
 from moonshine_live import amx
@@ -30,7 +32,7 @@ from moonshine_live.weights import load_model, read_state_dict, resolve_checkpoi
 
 @pytest.fixture
 def needs_amx() -> None:
-    require("AMX tiles (amx_tile, amx_int8)", amx.cpu_has_amx(), "this CPU has none")
+    require_cpu("AMX tiles (amx_tile, amx_int8)", amx.cpu_has_amx())
 
 
 def quantized(rows: int, cols: int, seed: int, scale: float = 0.5, zero_point: float = -3.0):
@@ -132,6 +134,62 @@ def test_without_amx_the_float_encoder_runs(monkeypatch):
     assert not fallback.amx
     assert type(fallback.model.encoder.layers[0].mlp.fc1) is nn.Linear
     assert fallback.model.cross_kv_linear is None
+
+
+def test_the_shared_transcriber_runs_amx_exactly_when_the_cpu_has_it(transcriber):
+    """On every machine: the engine's transcriber takes the AMX path on a CPU with AMX tiles
+    and the float32 encoder everywhere else (this is what CI on an AVX2-only CPU runs)."""
+    has_amx = amx.cpu_has_amx()
+    assert transcriber.amx == has_amx
+    fc1 = transcriber.model.encoder.layers[0].mlp.fc1
+    assert isinstance(fc1, amx.AmxLinear) if has_amx else type(fc1) is nn.Linear
+    assert (transcriber.model.cross_kv_linear is not None) == has_amx
+
+
+WITHOUT_AMX = """
+import sys, torch
+from torch import nn
+from moonshine_live import amx, kernels
+from moonshine_live.audio import load_audio
+from moonshine_live.config import DecodeConfig
+from moonshine_live.decoding import decode_step
+from moonshine_live.quantized import Int8WeightLinear
+from moonshine_live.transcriber import Transcriber
+amx.cpu_has_amx = lambda: False  # no-op on a CPU without AMX; pretended on one with it
+transcriber = Transcriber(DecodeConfig(compile=True), warm_up=False)
+model = transcriber.model
+linears = [m for m in model.modules() if isinstance(m, Int8WeightLinear)]
+assert not transcriber.amx and not kernels.has_op("amx_linear"), "AMX ran"
+assert type(model.encoder.layers[0].mlp.fc1) is nn.Linear and model.cross_kv_linear is None
+assert transcriber.int8_kernel and linears and all(m.kernel for m in linears), "no int8 op"
+assert transcriber._step.artifact.name.startswith("decode-step-kernels-")
+# the same weights stepped eagerly (no package to build on a CPU with AMX): every int8 linear
+# calls the op, and the tokens are the float model's
+transcriber._step, transcriber._encoder_layers = decode_step, None
+with torch.profiler.profile() as profile:
+    tokens = transcriber.transcribe(load_audio(sys.argv[1])).tokens
+calls = sum(e.count for e in profile.key_averages() if e.key == "moonshine_live::int8_linear")
+print(list(tokens))
+print(calls, len(linears))
+"""
+
+
+def test_without_amx_the_encoder_is_float32_and_the_decode_step_runs_the_int8_op(beckett_path):
+    """On every machine, in a fresh process (a process loads one op library): a CPU without AMX
+    gets float32 encoder GEMMs and the AVX2/AVX-512 int8 op in the decode step, with the float
+    model's tokens for beckett.wav."""
+    from moonshine_live import kernels
+
+    require_cpu("AVX2 and FMA", kernels.supported(kernels.INT8_LIBRARY))
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_AMX, str(beckett_path)],
+        capture_output=True, text=True, env=dict(os.environ), timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    tokens, counts = done.stdout.strip().splitlines()[-2:]
+    calls, linears = (int(n) for n in counts.split())
+    assert calls >= linears * len(json.loads(tokens))  # every linear on every step
+    assert tuple(json.loads(tokens)) == BECKETT_TOKENS
 
 
 def test_a_failed_build_keeps_the_float_path(monkeypatch, tmp_path, caplog):

@@ -7,6 +7,7 @@ does not depend on how fast this machine is.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,48 @@ async def test_a_file_read_at_full_speed_never_commits_early(transcriber, close_
     (transcript,) = of_type(events, "transcript")
     assert transcript.reason == "silence"
     assert [c.intent for c in of_type(events, "command")] == ["close_window"]
+
+
+class SlowCPU:
+    """The real transcriber on a machine where an utterance takes `delay_s` longer: the early
+    attempt is still being decoded when the hangover ends."""
+
+    def __init__(self, transcriber, delay_s: float) -> None:
+        self.transcriber, self.delay_s, self.calls = transcriber, delay_s, 0
+
+    def transcribe(self, *args):
+        self.calls += 1
+        time.sleep(self.delay_s)
+        return self.transcriber.transcribe(*args)
+
+
+@pytest.mark.needs_weights
+@pytest.mark.needs_tts
+async def test_an_early_attempt_slower_than_the_hangover_still_commits(
+    transcriber, close_window
+) -> None:
+    """What the feature guarantees on any machine: the decision is taken on the audio after
+    early_commit_ms of silence, and it stands however long the decode takes; the whole
+    utterance is then not transcribed again."""
+    slow = SlowCPU(transcriber, delay_s=0.45)  # 120 ms + 450 ms > the 300 ms hangover
+    audio = with_pauses(0.6, close_window, 1.0)
+    events, stats = await run(audio, slow, early_commit_ms=120)
+    (transcript,) = of_type(events, "transcript")
+    assert transcript.reason == "early" and transcript.t_end < 0.6 + len(close_window) / 16000 + 0.3
+    assert [c.intent for c in of_type(events, "command")] == ["close_window"]
+    assert stats["utterances"] == 1 and stats["transcribed"] == 1 and slow.calls == 1
+
+
+@pytest.mark.needs_weights
+@pytest.mark.needs_tts
+async def test_a_slow_early_attempt_that_is_no_command_leaves_it_to_the_final(transcriber) -> None:
+    slow = SlowCPU(transcriber, delay_s=0.45)
+    audio = with_pauses(0.6, voiced(tts_wav("what a lovely day", "flite", variant="slt")), 1.0)
+    events, stats = await run(audio, slow, early_commit_ms=120)
+    (transcript,) = of_type(events, "transcript")
+    assert transcript.reason == "silence" and not of_type(events, "command")
+    assert [e.type for e in events].count("rejected") == 1
+    assert stats["utterances"] == 1 and stats["transcribed"] == 1 and slow.calls == 2
 
 
 @pytest.mark.parametrize("ms", [-1, 300, 450])

@@ -521,3 +521,27 @@ def test_transcriber_budget_uses_config(transcriber: Transcriber) -> None:
     assert transcriber.budget(0) == config.min_new_tokens
     assert transcriber.budget(159414) == 64
     assert transcriber.budget(16000 * 600) == transcriber.model.config.max_position_embeddings - 1
+
+
+def test_every_caller_runs_on_the_transcribers_own_thread(transcriber, beckett) -> None:
+    """The model runs on one thread whoever calls (the loop, an executor, another pipeline):
+    a second OpenMP team halves the speed of a 2-core machine (see `on_compute_thread`)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    ran_on: set[int] = set()
+    encode = transcriber.model.encode
+
+    def recorded(*args, **kwargs):
+        ran_on.add(threading.get_ident())
+        return encode(*args, **kwargs)
+
+    transcriber.model.encode = recorded
+    try:
+        here = transcriber.transcribe(beckett[:SAMPLE_RATE])
+        with ThreadPoolExecutor(2) as pool:
+            there = list(pool.map(transcriber.transcribe, [beckett[:SAMPLE_RATE]] * 2))
+    finally:
+        del transcriber.model.encode
+    assert len(ran_on) == 1 and threading.get_ident() not in ran_on
+    assert all(t.tokens == here.tokens for t in there)
