@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import ort_format
 from .errors import WeightsError
 from .quantized import (
     SCALE_SUFFIX,
@@ -267,11 +268,12 @@ def _read_ort_graph(path: Path) -> _OrtGraph:
         data = path.read_bytes()
     except OSError as exc:
         raise WeightsError(f"{path}: cannot read ONNX Runtime model: {exc}") from exc
-    session_cls = _fbs(path).InferenceSession.InferenceSession
-    if not session_cls.InferenceSessionBufferHasIdentifier(data, 0):
+    if not ort_format.has_identifier(data):
         raise WeightsError(f"{path}: not an ONNX Runtime (.ort) model (no ORTM identifier)")
     try:
-        graph = session_cls.GetRootAs(data, 0).Model().Graph()
+        graph = ort_format.read_graph(data)
+        if graph is None:
+            raise WeightsError(f"{path}: the ONNX Runtime model holds no graph")
         return _OrtGraph(path, _parameter_candidates(path, graph), tuple(_walk_nodes(path, graph)))
     except WeightsError:
         raise
@@ -279,23 +281,11 @@ def _read_ort_graph(path: Path) -> _OrtGraph:
         raise WeightsError(f"{path}: corrupt or truncated ONNX Runtime model: {exc!r}") from exc
 
 
-def _fbs(path: Path) -> Any:
-    """onnxruntime's generated flatbuffer schema, imported only when a file is read."""
-    try:
-        from onnxruntime.tools.ort_format_model.ort_flatbuffers_py import fbs
-    except ImportError as exc:
-        raise WeightsError(
-            f"{path}: reading .ort files needs `pip install onnxruntime flatbuffers` ({exc})"
-        ) from exc
-    return fbs
-
-
-def _parameter_candidates(path: Path, graph: Any) -> dict[str, np.ndarray]:
+def _parameter_candidates(path: Path, graph: ort_format.Graph) -> dict[str, np.ndarray]:
     candidates = {}
-    for i in range(graph.InitializersLength()):
-        tensor = graph.Initializers(i)
-        name = tensor.Name().decode()
-        if not _is_graph_constant(name, tensor.DataType()):
+    for tensor in graph.initializers:
+        name = tensor.name
+        if not _is_graph_constant(name, tensor.data_type):
             candidates[name] = _tensor_array(path, name, tensor)
     return candidates
 
@@ -309,49 +299,43 @@ def _is_graph_constant(name: str, data_type: int) -> bool:
     return name.startswith("/") or data_type not in _DTYPES
 
 
-def _tensor_array(path: Path, name: str, tensor: Any) -> np.ndarray:
+def _tensor_array(path: Path, name: str, tensor: ort_format.Tensor) -> np.ndarray:
     """A zero-copy numpy view of one initializer's raw bytes, checked against its shape."""
-    if tensor.ExternalDataOffset() >= 0:
+    if tensor.external_data_offset >= 0:
         raise WeightsError(f"{path}: initializer {name} uses external data, which is unsupported")
-    dtype = _DTYPES[tensor.DataType()]
-    shape = tuple(int(d) for d in tensor.DimsAsNumpy()) if tensor.DimsLength() else ()
-    raw = tensor.RawDataAsNumpy()
-    nbytes = 0 if isinstance(raw, int) else raw.nbytes
-    if nbytes != math.prod(shape) * dtype.itemsize:
+    dtype = _DTYPES[tensor.data_type]
+    shape = tensor.dims
+    raw = tensor.raw_data
+    if raw.nbytes != math.prod(shape) * dtype.itemsize:
         raise WeightsError(
-            f"{path}: initializer {name} has {nbytes} bytes of data for shape {list(shape)}"
+            f"{path}: initializer {name} has {raw.nbytes} bytes of data for shape {list(shape)}"
         )
-    if nbytes == 0:
+    if raw.nbytes == 0:
         return np.zeros(shape, dtype)
     return raw.view(dtype).reshape(shape)
 
 
-def _walk_nodes(path: Path, graph: Any) -> Iterable[_Node]:
+def _walk_nodes(path: Path, graph: ort_format.Graph) -> Iterable[_Node]:
     """Every node of `graph` and its subgraphs (the decoder's `If` branches)."""
-    for i in range(graph.NodesLength()):
-        node = graph.Nodes(i)
-        yield _Node(
-            name=node.Name().decode(),
-            op_type=node.OpType().decode(),
-            inputs=tuple(node.Inputs(j).decode() for j in range(node.InputsLength())),
-            outputs=tuple(node.Outputs(j).decode() for j in range(node.OutputsLength())),
-        )
-        if node.OpType().decode() not in _SUBGRAPH_OPS:
+    for node in graph.nodes:
+        op_type = node.op_type
+        yield _Node(name=node.name, op_type=op_type, inputs=node.inputs, outputs=node.outputs)
+        if op_type not in _SUBGRAPH_OPS:
             continue
-        for j in range(node.AttributesLength()):
-            subgraph = node.Attributes(j).G()
+        for attribute in node.attributes:
+            subgraph = attribute.graph
             if subgraph is not None:
                 _check_no_subgraph_parameters(path, subgraph)
                 yield from _walk_nodes(path, subgraph)
 
 
-def _check_no_subgraph_parameters(path: Path, subgraph: Any) -> None:
+def _check_no_subgraph_parameters(path: Path, subgraph: ort_format.Graph) -> None:
     """Weights live in the top graph; a branch may only hold empty `present.*` placeholders."""
-    for i in range(subgraph.InitializersLength()):
-        tensor = subgraph.Initializers(i)
-        if not tensor.DimsLength() or math.prod(tensor.DimsAsNumpy()) != 0:
-            name = tensor.Name().decode()
-            raise WeightsError(f"{path}: unexpected non-empty initializer {name} in a subgraph")
+    for tensor in subgraph.initializers:
+        if not tensor.dims or math.prod(tensor.dims) != 0:
+            raise WeightsError(
+                f"{path}: unexpected non-empty initializer {tensor.name} in a subgraph"
+            )
 
 
 def _map_parameters(graph: _OrtGraph, prefix: str) -> Weights:

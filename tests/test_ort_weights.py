@@ -227,6 +227,70 @@ def test_damaged_ort_file_names_the_file(
 
 
 @pytest.mark.needs_reference
+@pytest.mark.needs_reference
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_our_ort_reader_agrees_with_onnxruntimes_generated_schema(cpp_files, part) -> None:
+    """ort_format's field numbers against onnxruntime's own generated accessors, on every
+    initializer (name, type, shape, bytes) and every node (name, op, inputs, outputs, and the
+    subgraphs of the merged decoder's `If`)."""
+    require_module("onnxruntime")
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py import fbs
+
+    from moonshine_live import ort_format
+
+    data = getattr(cpp_files, part).read_bytes()
+    assert ort_format.has_identifier(data)
+    ours = ort_format.read_graph(data)
+    theirs = fbs.InferenceSession.InferenceSession.GetRootAs(data, 0).Model().Graph()
+    subgraphs = 0
+
+    def compare(ours, theirs) -> None:
+        nonlocal subgraphs
+        assert len(ours.initializers) == theirs.InitializersLength() > 0 or subgraphs
+        for i, tensor in enumerate(ours.initializers):
+            other = theirs.Initializers(i)
+            assert tensor.name == other.Name().decode()
+            assert tensor.data_type == other.DataType()
+            assert list(tensor.dims) == list(other.DimsAsNumpy() if other.DimsLength() else [])
+            raw = other.RawDataAsNumpy()
+            assert tensor.raw_data.tobytes() == (b"" if isinstance(raw, int) else raw.tobytes())
+            assert tensor.external_data_offset == other.ExternalDataOffset()
+        assert len(ours.nodes) == theirs.NodesLength() > 0
+        for i, node in enumerate(ours.nodes):
+            other = theirs.Nodes(i)
+            assert (node.name, node.op_type) == (other.Name().decode(), other.OpType().decode())
+            assert node.inputs == tuple(
+                other.Inputs(j).decode() for j in range(other.InputsLength())
+            )
+            assert node.outputs == tuple(
+                other.Outputs(j).decode() for j in range(other.OutputsLength())
+            )
+            for j, attribute in enumerate(node.attributes):
+                graph, other_graph = attribute.graph, other.Attributes(j).G()
+                assert (graph is None) == (other_graph is None)
+                if graph is not None:
+                    subgraphs += 1
+                    compare(graph, other_graph)
+
+    compare(ours, theirs)
+    assert subgraphs == (2 if part == "decoder" else 0)  # the merged decoder's If branches
+
+
+def test_reading_ort_files_needs_no_onnxruntime(cpp_files, tmp_path) -> None:
+    """In a fresh process where onnxruntime cannot be imported: the runtime reads the wheel."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from moonshine_live.ort_weights import locate_moonshine_cpp_files, read_ort_checkpoint\n"
+        "f = locate_moonshine_cpp_files(); print(len(read_ort_checkpoint(f.encoder, f.decoder)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["210"]
+
+
 def test_encoder_matches_onnxruntime(hf_model, cpp_files, beckett) -> None:
     require_module("onnxruntime")
     import onnxruntime
