@@ -166,8 +166,10 @@ assert transcriber._step.artifact.name.startswith("decode-step-kernels-")
 # the same weights stepped eagerly (no package to build on a CPU with AMX): every int8 linear
 # calls the op, and the tokens are the float model's
 transcriber._step, transcriber._encoder_layers = decode_step, None
-with torch.profiler.profile() as profile:
-    tokens = transcriber.transcribe(load_audio(sys.argv[1])).tokens
+def profiled(audio):  # the profiler sees its own thread: run it where the transcriber works
+    with torch.profiler.profile() as profile:
+        return transcriber.transcribe(audio).tokens, profile
+tokens, profile = transcriber.on_compute_thread(profiled, load_audio(sys.argv[1]))
 calls = sum(e.count for e in profile.key_averages() if e.key == "moonshine_live::int8_linear")
 print(list(tokens))
 print(calls, len(linears))
