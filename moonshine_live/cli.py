@@ -225,6 +225,30 @@ def _print_json(event) -> None:
     print(json.dumps(event.to_json()), flush=True)
 
 
+def describe_command(event) -> str:  # event: CommandEvent
+    """`intent(slot=value (said 'words'), ...)`: the value the action gets and, where they
+    differ, the words said for it (a list's value may be an action code: "three" -> 2)."""
+    said = getattr(event, "slot_text", {})
+    slots = []
+    for name, value in event.slots.items():
+        words = said.get(name)
+        differ = words is not None and words.lower() != str(value).lower()
+        slots.append(f"{name}={value!r} (said {words!r})" if differ else f"{name}={value!r}")
+    return f"{event.intent}({', '.join(slots)})"
+
+
+def describe_rejected(event) -> str | None:  # event: RejectedEvent
+    """One line on why speech was not dispatched; None for a transcript without words."""
+    from .matcher import NOTHING_SAID
+
+    if event.reason == NOTHING_SAID:
+        return None
+    if event.reason in ("committed_early", "cooldown"):
+        why = "committed early" if event.reason == "committed_early" else "cooldown"
+        return f"{event.best_intent} not dispatched again ({why}): {event.text!r}"
+    return f"not a command: {event.text!r} ({event.reason})"
+
+
 def _print_text(event) -> None:
     kind = event.type
     if kind == "ready":
@@ -238,6 +262,10 @@ def _print_text(event) -> None:
     elif kind == "transcript":
         clear = "\r" + " " * 78 + "\r" if sys.stdout.isatty() else ""
         print(f"{clear}[{event.t_start:7.2f} - {event.t_end:7.2f}] {event.text}", flush=True)
+    elif kind == "command":
+        print(f"{' ' * 19} -> {describe_command(event)}", flush=True)
+    elif kind == "rejected" and (line := describe_rejected(event)):
+        print(f"{' ' * 19}    {line}", flush=True)
     elif kind == "error":
         print(
             f"moonshine-live: {'error' if event.fatal else 'warning'}: {event.message}",
@@ -370,16 +398,13 @@ def _print_demo_event(event, use_mic: bool, run_actions: bool, show_latency: boo
         print(f"ready in {event.load_ms / 1000:.1f} s; listening to {where}; {actions}", flush=True)
         print("grammars: desktop (apps, windows, volume, media...) and home (lights, timers...)")
     elif kind == "command":
-        slots = ", ".join(f"{k}={v!r}" for k, v in event.slots.items())
         latency = f", {event.latency_ms:.0f} ms after speech" if show_latency else ""
         print(
-            f"[{event.t_start:6.2f}s] -> {event.intent}({slots})   heard {event.text!r}{latency}",
+            f"[{event.t_start:6.2f}s] -> {describe_command(event)}   heard {event.text!r}{latency}",
             flush=True,
         )
-    elif kind == "rejected":
-        print(
-            f"[{event.t_start:6.2f}s]    not a command: {event.text!r} ({event.reason})", flush=True
-        )
+    elif kind == "rejected" and (line := describe_rejected(event)):
+        print(f"[{event.t_start:6.2f}s]    {line}", flush=True)
     elif kind == "error":
         print(
             f"moonshine-live: {'error' if event.fatal else 'warning'}: {event.message}", flush=True

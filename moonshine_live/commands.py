@@ -20,7 +20,7 @@ from .bus import EventBus
 from .errors import ConfigError, GrammarError
 from .events import CommandEvent, ErrorEvent, GrammarLoaded, RejectedEvent, TranscriptEvent
 from .grammar import DEFAULT_MODE, Grammar, load_grammar
-from .matcher import CommandMatch, Matcher, MatcherConfig
+from .matcher import NOTHING_SAID, CommandMatch, Matcher, MatcherConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -138,13 +138,11 @@ class CommandStage:
     def match(
         self, transcript: TranscriptEvent, *, exact_only: bool = False
     ) -> CommandEvent | RejectedEvent | None:
-        """The command a final transcript is, or why it is not; None for empty text.
+        """The command a final transcript is, or why it is not.
 
         `exact_only`: only an exact parse counts; anything else gives None and changes nothing
         (the engine's early commit acts on exact commands only and otherwise waits).
         """
-        if not transcript.text.strip():
-            return None
         started = time.monotonic()
         result = self.matcher.match(transcript.text, self.contexts, self.mode)
         latency = transcript.latency_ms + (time.monotonic() - started) * 1000
@@ -162,6 +160,7 @@ class CommandStage:
                 t_start=transcript.t_start,
                 t_end=transcript.t_end,
                 latency_ms=latency,
+                slot_text=dict(result.slot_text),
             )
         return RejectedEvent(
             text=result.text,
@@ -199,20 +198,24 @@ class CommandStage:
         result = self.match(transcript)
         if isinstance(result, RejectedEvent):
             self._bus.emit(result)
-            self._bus.dispatcher.dispatch("otherwise", result)
+            if result.reason != NOTHING_SAID:
+                self._bus.dispatcher.dispatch("otherwise", result)
         elif isinstance(result, CommandEvent):
             if done is not None and (done.intent, done.slots) == (result.intent, result.slots):
                 _LOGGER.info("%s was committed early; not dispatched again", result.intent)
+                self._bus.emit(_held_back(result, "committed_early"))
                 return
             self.dispatch(result)
 
-    def dispatch(self, command: CommandEvent) -> None:
-        """Emit a matched command, call its callbacks and start its actions."""
+    def dispatch(self, command: CommandEvent) -> bool:
+        """Emit a matched command, call its callbacks and start its actions; False (and a
+        `rejected` with reason `cooldown`) when the cooldown holds it back."""
         assert self._bus is not None, "attach() first"
         dispatcher = self._bus.dispatcher
-        if dispatcher.cooling_down(command.intent):
+        if dispatcher.cooling_down(command.intent, command.t_start, command.t_end):
             _LOGGER.info("%s again within the cooldown; not dispatched", command.intent)
-            return
+            self._bus.emit(_held_back(command, "cooldown"))
+            return False
         self._bus.emit(command)
         dispatcher.dispatch(f"intent:{command.intent}", command)
         task = asyncio.get_running_loop().create_task(self._act(command))
@@ -258,3 +261,15 @@ class CommandStage:
         while True:
             await asyncio.sleep(self.config.reload_interval_s)
             self.check_grammar(position())
+
+
+def _held_back(command: CommandEvent, reason: str) -> RejectedEvent:
+    """The `rejected` that reports a matched command not dispatched (again)."""
+    return RejectedEvent(
+        text=command.text,
+        score=command.score,
+        best_intent=command.intent,
+        reason=reason,
+        t_start=command.t_start,
+        t_end=command.t_end,
+    )

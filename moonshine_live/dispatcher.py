@@ -1,8 +1,8 @@
 """Runs user callbacks for events and commands, isolated from the engine and from each other.
 
 Sync callbacks run in a small thread pool, async ones as tasks; each gets a timeout. A callback
-that raises or hangs is logged and reported, and the engine carries on. A per-intent cooldown
-stops one utterance heard twice (or an echo) from firing a command twice.
+that raises or hangs is logged and reported, and the engine carries on. An optional per-intent
+cooldown, on the audio timeline, holds back a command heard again right after itself (an echo).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +28,13 @@ ErrorSink = Callable[[str], None]
 class DispatchConfig:
     callback_timeout_s: float = 10.0
     """A callback still running after this long is reported (seconds)."""
-    cooldown_ms: int = 500
-    """The same intent is not dispatched again within this time (milliseconds, 0 = off)."""
+    cooldown_ms: int = 0
+    """Hold back a command whose utterance starts less than this long after the previous
+    command of the same intent ended (milliseconds of audio, 0 = off: the default). Off, because
+    nothing in the engine needs it (an early commit and its final are deduplicated by the
+    engine) and a deliberate repeat ("next track", "next track") must come through; turn it on
+    where speakers echo the engine's own feedback into the microphone. A command held back is
+    reported as `rejected` with reason `cooldown`."""
     threads: int = 4
     """Threads for sync callbacks, so a slow one does not hold up the others."""
 
@@ -64,13 +68,16 @@ class Dispatcher:
     def has(self, name: str) -> bool:
         return bool(self._callbacks.get(name))
 
-    def cooling_down(self, intent: str) -> bool:
-        """True (and nothing recorded) when `intent` fired less than cooldown_ms ago."""
-        now = time.monotonic()
-        last = self._last_fired.get(intent)
-        if last is not None and (now - last) * 1000 < self.config.cooldown_ms:
+    def cooling_down(self, intent: str, t_start: float, t_end: float) -> bool:
+        """True (and nothing recorded) when an utterance of `intent` from t_start to t_end (audio
+        seconds) starts less than cooldown_ms after the last one dispatched ended. Audio time,
+        not wall time: a file read at full speed gives what it gives in real time."""
+        if not self.config.cooldown_ms:
+            return False
+        last_end = self._last_fired.get(intent)
+        if last_end is not None and (t_start - last_end) * 1000 < self.config.cooldown_ms:
             return True
-        self._last_fired[intent] = now
+        self._last_fired[intent] = t_end
         return False
 
     def dispatch(self, name: str, payload: Any) -> int:

@@ -99,11 +99,22 @@ class CommandEvent(Event):
     t_start: float
     t_end: float
     latency_ms: float
+    slot_text: dict[str, str] = field(default_factory=dict)
+    """What was said for each slot filled from speech ({"workspace": "three"} where `slots` has
+    the list's value, 3); a slot left to its default has no entry."""
 
 
 @dataclass(frozen=True)
 class RejectedEvent(Event):
-    """A transcript that matched no intent well enough; never dispatched."""
+    """A final transcript that is not dispatched as a command, and why (`reason`).
+
+    Every final transcript ends in exactly one `command` or `rejected`. The matcher's reasons
+    say in words why speech is no command, or not confidently one ("nothing like a command",
+    "nothing was said" for a transcript without words, ...). A command held back has
+    `best_intent` set and reason `committed_early` (this utterance's command was dispatched on
+    its early commit) or `cooldown` (DispatchConfig.cooldown_ms, off by default). Only speech
+    that is no command goes to `otherwise` callbacks: not these two, not "nothing was said".
+    """
 
     type: ClassVar[str] = "rejected"
     text: str

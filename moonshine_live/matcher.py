@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from moonshine_live.errors import ConfigError
@@ -26,6 +26,9 @@ from moonshine_live.grammar.schema import DEFAULT_MODE, Grammar, SlotValue
 from moonshine_live.normalize import Tokens, tokenize
 
 _LOGGER = logging.getLogger(__name__)
+
+NOTHING_SAID = "nothing was said"
+"""The reason for a transcript without words (noise, a cough): not speech outside the grammar."""
 
 REPORT_FRACTION = 0.9
 """Fuzzy scores below threshold x this are not worked out, which saves most of the time spent
@@ -98,11 +101,14 @@ class CommandMatch:
     exact: bool
     sentence: str = ""
     """The template that matched."""
+    slot_text: Mapping[str, str] = field(default_factory=dict)
+    """The words said for each slot filled from speech (defaults have none)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "intent": self.intent,
             "slots": dict(self.slots),
+            "slot_text": dict(self.slot_text),
             "score": round(self.score, 4),
             "exact": self.exact,
             "text": self.text,
@@ -159,7 +165,7 @@ class Matcher:
         """
         tokens = tokenize(text)
         if not tokens.words:
-            return self._rejected(text, tokens, None, "nothing was said")
+            return self._rejected(text, tokens, None, NOTHING_SAID)
         tokens, woke = self._strip_wake(tokens)
         if self.grammar.wake is not None and self.grammar.wake.required and not woke:
             return self._rejected(text, tokens, None, "no wake phrase")
@@ -241,10 +247,13 @@ class Matcher:
     def _command(self, text: str, tokens: Tokens, parse: Parse) -> CommandMatch:
         intent = parse.compiled.intent
         slots: dict[str, SlotValue] = {}
+        slot_text: dict[str, str] = {}
         for fill in parse.fills:
-            value = tokens.original(fill.start, fill.end) if fill.kind == TEXT else fill.value
+            said = tokens.original(fill.start, fill.end)  # as the transcript has it
+            value = said if fill.kind == TEXT else fill.value
             assert value is not None
             slots[fill.name] = value
+            slot_text[fill.name] = spoken_words(said)
         for name, value in intent.defaults.items():
             slots.setdefault(name, value)
         return CommandMatch(
@@ -255,6 +264,7 @@ class Matcher:
             score=parse.score,
             exact=parse.cost == 0.0,
             sentence=parse.compiled.sentence.template,
+            slot_text=slot_text,
         )
 
     def _rejected(self, text: str, tokens: Tokens, parse: Parse | None, reason: str) -> Rejected:
@@ -285,3 +295,9 @@ def _as_contexts(context: str | Iterable[str] | None) -> frozenset[str]:
     if isinstance(context, str):
         return frozenset((context,))
     return frozenset(context)
+
+
+def spoken_words(text: str) -> str:
+    """Text as words, without the transcript's punctuation between them ("fire, Fox," ->
+    "fire Fox"; "40%" and "don't" stay)."""
+    return " ".join(word.strip(",;:!?\"()") for word in text.split()).strip(" .")

@@ -79,6 +79,31 @@ def generated_dir() -> Path:
     return GENERATED_DIR
 
 
+@pytest.fixture
+def cli(monkeypatch, capsys, transcriber):
+    """Run `main(argv)` -> (exit code, stdout, stderr) on the shared warm model."""
+    from dataclasses import replace
+
+    from moonshine_live import transcriber as transcriber_module
+    from moonshine_live.cli import main
+    from moonshine_live.config import DecodeConfig
+
+    def reuse(config=None, **kwargs):
+        # listen/demo compile by default, transcribe does not: both get the shared model
+        assert replace(config, compile=False) == DecodeConfig() and not kwargs, (config, kwargs)
+        return transcriber
+
+    monkeypatch.setattr(transcriber_module, "Transcriber", reuse)
+    capsys.readouterr()
+
+    def run(*argv: str | Path) -> tuple[int, str, str]:
+        code = main([str(arg) for arg in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 async def engine_events(engine, timeout_s: float) -> list:
     """Every event of one whole engine run (`ready` to `stopped`), in order, within timeout_s."""
     events = []
@@ -90,6 +115,24 @@ async def engine_events(engine, timeout_s: float) -> list:
 
     await asyncio.wait_for(collect(), timeout_s)
     return events
+
+
+def decisions(events: list) -> list[tuple]:
+    """(transcript, its command or rejected) for every transcript of a run with a grammar,
+    asserting that each one ends in exactly one of them, before the next transcript."""
+    pairs: list[tuple] = []
+    pending = None
+    for event in events:
+        if event.type == "transcript":
+            assert pending is None, f"undecided transcript: {pending.to_json()}"
+            pending = event
+        elif event.type in ("command", "rejected"):
+            assert pending is not None, f"a decision without its transcript: {event.to_json()}"
+            assert event.t_start == pending.t_start, (pending.to_json(), event.to_json())
+            pairs.append((pending, event))
+            pending = None
+    assert pending is None, f"undecided transcript: {pending.to_json()}"
+    return pairs
 
 
 # The PulseAudio null-sink microphone fixture (audio_server imports the helpers above).

@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,28 +33,6 @@ JSON_FIELDS = {
 }
 SUBPROCESS_TIMEOUT_S = 300
 HELP_TIME_LIMIT_S = 10.0
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys, transcriber):
-    """Run `main(argv)` -> (exit code, stdout, stderr) on the shared warm model."""
-    from moonshine_live import transcriber as transcriber_module
-    from moonshine_live.config import DecodeConfig
-
-    def reuse(config=None, **kwargs):
-        # listen/demo compile by default, transcribe does not: both get the shared model
-        assert replace(config, compile=False) == DecodeConfig() and not kwargs, (config, kwargs)
-        return transcriber
-
-    monkeypatch.setattr(transcriber_module, "Transcriber", reuse)
-    capsys.readouterr()
-
-    def run(*argv: str | Path) -> tuple[int, str, str]:
-        code = main([str(arg) for arg in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +237,19 @@ def test_listen_with_grammar_prints_command_events(cli, tmp_path) -> None:
     contract = {"type", "intent", "slots", "text", "score", "t_start", "t_end", "latency_ms"}
     assert contract <= command.keys()
     assert command["intent"] == "close_window" and command["score"] > 0.7
+    assert command["slot_text"] == {}
+
+
+@pytest.mark.needs_tts
+def test_listen_prints_commands_with_the_words_said(cli, tmp_path) -> None:
+    """Without --json too: a slot whose value is an action code shows what was said."""
+    from speech import compose, tts_wav
+
+    wav = tmp_path / "workspace.wav"
+    write_wav(wav, compose([0.5, tts_wav("switch to workspace three", "flite", variant="slt"), 1]))
+    code, out, err = cli("listen", "--file", wav, "--grammar", "desktop", "--dry-run")
+    assert code == EXIT_OK, err
+    assert "-> go_to_workspace(workspace=2 (said 'three'))" in out, out
 
 
 def test_listen_missing_device_lists_devices(cli) -> None:

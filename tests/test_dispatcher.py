@@ -64,13 +64,18 @@ async def test_a_failing_error_sink_does_not_break_dispatch() -> None:
     dispatcher.close()
 
 
-def test_cooldown_blocks_only_a_quick_repeat() -> None:
-    dispatcher = Dispatcher(DispatchConfig(cooldown_ms=100))
-    assert not dispatcher.cooling_down("volume")
-    assert dispatcher.cooling_down("volume")
-    assert not dispatcher.cooling_down("mute")
-    time.sleep(0.12)
-    assert not dispatcher.cooling_down("volume")
+def test_cooldown_is_off_by_default_and_runs_on_the_audio_timeline() -> None:
+    """Off, every repeat comes through; on, a repeat is held back by where it was said (audio
+    seconds), however fast the audio was read."""
+    off = Dispatcher()
+    assert not any(off.cooling_down("volume", t, t + 0.5) for t in (1.0, 1.6, 1.7))
+    dispatcher = Dispatcher(DispatchConfig(cooldown_ms=300))
+    assert not dispatcher.cooling_down("volume", 1.0, 1.5)
+    assert dispatcher.cooling_down("volume", 1.7, 2.0)  # starts 0.2 s after the first ended
+    assert not dispatcher.cooling_down("mute", 1.7, 2.0)  # another intent
+    assert not dispatcher.cooling_down("volume", 1.9, 2.4)  # 0.4 s after the last dispatched
+    assert dispatcher.cooling_down("volume", 2.5, 2.9)
+    off.close()
     dispatcher.close()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import engine_events
+from conftest import decisions, engine_events
 from speech import tts_wav
 
 from moonshine_live.actions import ActionConfig
@@ -49,6 +49,7 @@ async def run(
     config = EngineConfig(commands=COMMANDS, stats_interval_s=0, partial_interval_ms=0, **overrides)
     engine = Engine(config, source=ArraySource(audio, realtime=realtime), transcriber=transcriber)
     events = await engine_events(engine, TIMEOUT)
+    decisions(events)  # early or not, each transcript ends in one command or rejected
     return events, engine.stats().__dict__
 
 
@@ -98,6 +99,12 @@ async def test_speech_that_resumes_is_transcribed_whole_and_the_command_not_repe
     # "close the window, please" is the same command again: matched, but not dispatched twice
     commands = of_type(events, "command")
     assert [c.intent for c in commands] == ["close_window"], [e.to_json() for e in events]
+    (again,) = of_type(events, "rejected")  # said, not dropped in silence
+    assert (again.reason, again.best_intent, again.text) == (
+        "committed_early",
+        "close_window",
+        whole.text,
+    )
     assert stats["utterances"] == 1 and stats["transcribed"] == 1
 
 

@@ -259,6 +259,7 @@ def test_results_serialise() -> None:
     assert command == {
         "intent": "set_volume",
         "slots": {"level": 30},
+        "slot_text": {"level": "30"},
         "score": 1.0,
         "exact": True,
         "text": "volume to 30",
@@ -338,3 +339,15 @@ def test_match_time_with_a_5000_entry_list() -> None:
     matcher = Matcher(grammar)
     entry = grammar.lists["song"].entries[42].spoken
     assert median_ms(matcher, [f"play the song {entry}", f"put on {entry}"]) < 1.0
+
+
+def test_slot_text_is_what_was_said_next_to_the_value() -> None:
+    """A list's value may be an action code; the event also says which words filled the slot."""
+    matcher = Matcher(load_grammar([DESKTOP, HOME]))
+    workspace = matcher.match("Switch to workspace three.")
+    assert (workspace.slots["workspace"], workspace.slot_text) == (2, {"workspace": "three"})
+    firefox = matcher.match("Open fire, Fox,")
+    assert firefox.slots["app"] == "firefox" and firefox.slot_text == {"app": "fire Fox"}
+    scroll = matcher.match("scroll down")
+    assert "scroll_amount" in scroll.slots and "scroll_amount" not in scroll.slot_text  # default
+    assert scroll.slot_text == {"scroll_direction": "down"}
