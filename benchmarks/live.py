@@ -80,7 +80,7 @@ async def main(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     silence = rng.normal(0, 3e-4, int(args.silence_s * SAMPLE_RATE)).astype(np.float32)
     # the engine's own model settings (compiled decode step) unless --eager
-    transcriber = Transcriber(DecodeConfig() if args.eager else EngineConfig().decode)
+    transcriber = Transcriber(DecodeConfig(compile=False) if args.eager else EngineConfig().decode)
     print(f"model: {'eager float' if args.eager else 'compiled (the engine default)'}; "
           f"ready after {transcriber.load_ms + transcriber.warm_up_ms:.0f} ms")  # fmt: skip
     grammars = () if args.no_grammar else ("desktop", "home")

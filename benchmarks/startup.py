@@ -4,7 +4,8 @@ Why: the live engine compiles its decode step, which costs about a minute the fi
 small CPU; after that every start should load the precompiled step from disk and be ready within
 a few seconds, at full speed from the first utterance, in a few hundred MB. This measures exactly
 that, the way a user meets it: a new `python` process that imports the package and builds
-`Transcriber(DecodeConfig(compile=True))` (which warms up), next to the eager `DecodeConfig()`.
+`Transcriber(DecodeConfig(compile=True))` (which warms up), next to the eager
+`DecodeConfig(compile=False)`.
 
 Every child runs with a temporary cache root (MOONSHINE_LIVE_CACHE) holding a copy of the already
 converted checkpoint but no `compiled/` directory, and without TORCHINDUCTOR_CACHE_DIR, so
@@ -40,7 +41,7 @@ CHILD_TIMEOUT_S = 1200  # a cold compile takes 1-2 minutes on 2 busy cores
 UTTERANCES = 3  # transcriptions of the 10 s clip after ready: the first, and later ones
 READY_TARGET_S = 5.0  # warm start, spawn to ready (seconds)
 RSS_TARGET_MB = 600.0  # peak resident memory after a 10 s utterance (MB)
-CONFIGS = {"compiled": "DecodeConfig(compile=True)", "eager": "DecodeConfig()"}
+CONFIGS = {"compiled": "DecodeConfig(compile=True)", "eager": "DecodeConfig(compile=False)"}
 
 # The child: argv = config name ("compiled" / "eager"), wav path, ready line, utterances.
 CHILD = """

@@ -4,11 +4,12 @@ Why: the project exists to be fast on a CPU, so every speed claim needs the two 
 measured on the same machine, the same audio and the same greedy budget, and a check that all
 three produce the same tokens (a fast wrong answer is not a speed-up). "ours" is what the live
 engine runs, `DecodeConfig(compile=True)`: the compiled decode step with the checkpoint's int8
-decoder weights (bit-identical weights, so the same tokens); "ours_eager" is `DecodeConfig()`, the
-eager float model, so the gain of the fast path stays visible. The peers are transformers'
-`MoonshineForConditionalGeneration` on our converted weights and onnxruntime on the moonshine-cpp
-wheel's original `.ort` files (the reference runtime, shared/notes/weights.md). All four must give
-the same tokens on every clip and repeat; the table ends with the project's targets, met or not.
+decoder weights (bit-identical weights, so the same tokens); "ours_eager" is
+`DecodeConfig(compile=False)`, the eager float model, so the gain of the fast path stays visible.
+The peers are transformers' `MoonshineForConditionalGeneration` on our converted weights and
+onnxruntime on the moonshine-cpp wheel's original `.ort` files (the reference runtime,
+shared/notes/weights.md). All four must give the same tokens on every clip and repeat; the table
+ends with the project's targets, met or not.
 
 Clips are prefixes of the wheel's beckett.wav cut at the quietest 100 ms in the second half of
 each target length and zero padded to it; a target of about the file's length is the whole file.
@@ -18,12 +19,17 @@ still-spinning threads do not slow the next; the table shows medians.
 All four run in this one process and share its allocator settings (memory.py keeps freed
 activations mapped), so transformers is spared the same page faults ours is.
 
+After them, `moonshine-live transcribe --json` runs in a new process on the same clips (each
+`--repeats` times, default settings, warm cache): the path it took and the median encode + decode
+per clip next to ours in process, which should be within 10% (`--skip-cli` leaves it out).
+
 `--profile` adds, for the 2 s clip, where ours spends its time: the encoder's stem and its layers,
 the cross-attention K/V prefill, the decode steps, and the rest (Python, the greedy loop), timed
 with `time.perf_counter` around each call (medians of `--repeats` runs).
 
     python benchmarks/transcribe.py [--repeats 7] [--threads N] [--durations 1,2,4,10]
                                     [--skip-onnx] [--skip-transformers] [--skip-eager]
+                                    [--skip-cli]
                                     [--profile] [--json [PATH]]
 """
 
@@ -444,6 +450,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--skip-eager", action="store_true", help="no ours_eager runs")
+    parser.add_argument("--skip-cli", action="store_true", help="no `transcribe` CLI run")
     parser.add_argument(
         "--profile", action="store_true", help=f"break down ours on the {PROFILE_CLIP} clip"
     )
@@ -462,7 +469,9 @@ def build_runners(args: argparse.Namespace, transcriber: Transcriber) -> dict[st
     bos, eos = config.decoder_start_token_id, config.eos_token_id
     runners = {"ours": ours_runner(transcriber)}
     if not args.skip_eager:
-        runners["ours_eager"] = ours_runner(Transcriber(DecodeConfig(threads=args.threads)))
+        runners["ours_eager"] = ours_runner(
+            Transcriber(DecodeConfig(threads=args.threads, compile=False))
+        )
     if not args.skip_transformers:
         runners["transformers"] = transformers_runner(transcriber.checkpoint, bos, eos)
     if not args.skip_onnx:
@@ -525,10 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     print(
         "ours = DecodeConfig(compile=True) (compiled step, int8 decoder weights); eager = "
-        "DecodeConfig();\ndec_ms/tok = decode_ms / decoder steps (end-of-text step and the "
-        "cross K/V prefill included)"
+        "DecodeConfig(compile=False);\ndec_ms/tok = decode_ms / decoder steps (end-of-text step "
+        "and the cross K/V prefill included)"
     )
     targets = check_targets(rows)
+    cli = None if args.skip_cli else measure_cli(clips, args.repeats, args.threads)
+    if cli is not None:
+        print_cli(cli, rows)
     breakdown = None
     if args.profile:
         clip = next((c for c in clips if c.name == PROFILE_CLIP), None)
@@ -549,8 +561,58 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         extra = {"tokens_identical": same, "targets_met": targets, "profile": breakdown}
+        extra["cli"] = cli
         dump_json(args.json, info, clips, budgets, runs, rows, extra)
     return 0 if same else 1
+
+
+CLI_SLOWER_LIMIT = 1.10
+"""`transcribe` from the command line must run within 10% of the same model in process."""
+
+
+def measure_cli(clips: list[Clip], repeats: int, threads: int | None) -> dict[str, object]:
+    """`moonshine-live transcribe --json` in a new process with its default settings (compiled
+    when the cache holds the packages, which the in-process run above made sure of) on every
+    clip `repeats` times: its path and median encode + decode ms per clip."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for clip in clips:
+            files.append(Path(tmp) / f"{clip.name}.wav")
+            soundfile.write(files[-1], clip.audio, SAMPLE_RATE, subtype="FLOAT")
+        argv = [sys.executable, "-m", "moonshine_live", "transcribe", "--json"]
+        argv += ["--threads", str(threads)] if threads else []
+        # one warm-up pass, then the timed ones, interleaved like the in-process runs
+        order = [str(f) for f in files] * (repeats + 1)
+        started = time.perf_counter()
+        done = subprocess.run(argv + order, capture_output=True, text=True, timeout=1800)
+        wall_s = time.perf_counter() - started
+    if done.returncode != 0:
+        print(f"WARNING: transcribe CLI failed ({done.returncode}): {done.stderr[-500:]}")
+        return {"ok": False}
+    records = [json.loads(line) for line in done.stdout.splitlines()][len(files) :]
+    per_clip = {
+        clip.name: median(
+            [r["encode_ms"] + r["decode_ms"] for r in records if r["file"] == str(file)]
+        )
+        for clip, file in zip(clips, files, strict=True)
+    }
+    return {"ok": True, "path": records[0].get("path"), "wall_s": wall_s, "ms": per_clip}
+
+
+def print_cli(cli: dict[str, object], rows: dict[str, dict[str, float]]) -> None:
+    if not cli.get("ok"):
+        return
+    print(f"transcribe CLI (new process, warm cache, default settings): path = {cli['path']}")
+    print(f"{'clip':<6}{'cli_ms':>9}{'ours_ms':>9}{'cli/ours':>10}")
+    for name, cli_ms in cli["ms"].items():  # type: ignore[union-attr]
+        ours_ms = rows[name]["ours_enc_ms"] + rows[name]["ours_dec_ms"]
+        ratio = cli_ms / ours_ms
+        verdict = "ok" if ratio <= CLI_SLOWER_LIMIT else f"slower than {CLI_SLOWER_LIMIT:.2f}x"
+        print(f"{name:<6}{cli_ms:>9.1f}{ours_ms:>9.1f}{ratio:>10.2f}  {verdict}")
+    print("  (encode + decode medians; the CLI's JSON has no end-to-end time per file)")
 
 
 def dump_json(

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe = commands.add_parser("transcribe", help="transcribe audio files")
     transcribe.add_argument("files", nargs="+", metavar="FILE", help="WAV, FLAC, OGG... any rate")
     transcribe.add_argument("--json", action="store_true", help="one JSON object per file")
-    _add_model_arguments(transcribe, compile_default=False)
+    _add_model_arguments(transcribe, compile_default=None)
     transcribe.set_defaults(run=run_transcribe)
 
     listen = commands.add_parser("listen", help="listen to the microphone (or a file) live")
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, compile_default: bool) -> None:
+def _add_model_arguments(parser: argparse.ArgumentParser, compile_default: bool | None) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -122,7 +122,13 @@ def _add_model_arguments(parser: argparse.ArgumentParser, compile_default: bool)
         action=argparse.BooleanOptionalAction,
         default=compile_default,
         help="compile the decode step and encoder (about 2x faster per token; about two minutes "
-        "once per machine, under a second per start) (default: %(default)s)",
+        "once per machine, under a second per start) (default: "
+        + (
+            "compiled if already in the cache, never built"
+            if compile_default is None
+            else "%(default)s"
+        )
+        + ")",
     )
 
 
@@ -159,6 +165,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
                 "audio_s": round(result.audio_s, 3),
                 "encode_ms": round(result.encode_ms, 1),
                 "decode_ms": round(result.decode_ms, 1),
+                "compiled": transcriber.compiled,
+                "path": transcriber.path,
             }
             print(json.dumps(record), flush=True)
         elif len(args.files) > 1:

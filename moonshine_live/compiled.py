@@ -37,6 +37,7 @@ from .packaged import (
     build_package,
     standard_caches,
 )
+from .progress import first_start_step
 from .weights import Checkpoint
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ STEP_SOURCES = (
     "int8_kernel.py", "assets/amx_linear.cpp", "assets/int8_gemv.cpp",
 )  # fmt: skip
 """The modules whose code a compiled step holds: part of the precompiled step's file name."""
+BUILD_EXPECTED_S = 40.0
+"""About how long building one package takes (2-core EPYC: encoder 30 s, step 28 s, 2026-12-07)."""
 CUDA_FRAME_BUCKET = 64
 """CUDA graphs need fixed shapes: cross K/V are padded to a multiple of this many frames
 (about 1.5 s of audio), so a 20 s chunk needs at most 14 recorded graphs."""
@@ -191,14 +194,10 @@ def load_or_build(
             return load(), True
         except Exception as exc:  # stale, foreign or corrupt: rebuild it
             _LOGGER.info("cannot load %s (%s); compiling again", artifact, exc)
-    _LOGGER.warning(
-        "compiling the %s for this machine (about a minute on 2 cores, once; "
-        "later starts load it from %s)",
-        what,
-        artifact.parent,
-    )
+    _LOGGER.info("compiling the %s into %s", what, artifact)
     try:
-        build()
+        with first_start_step(f"compiling the {what} for this CPU", BUILD_EXPECTED_S):
+            build()
         return load(), False
     except Exception as exc:  # no compiler, export limits...: the slower path still works
         _LOGGER.warning("cannot package the %s (%s); %s", what, exc, fallback)
@@ -219,11 +218,18 @@ class CompiledStep:
     """
 
     def __init__(
-        self, device: torch.device, artifact: Path | None = None, graphs: bool | None = None
+        self,
+        device: torch.device,
+        artifact: Path | None = None,
+        graphs: bool | None = None,
+        jit: bool = True,
     ) -> None:
         """`graphs`: run as CUDA graphs with bucketed frames (None: exactly when on CUDA; True
-        on a CPU runs that same configuration without the graphs, to test it)."""
+        on a CPU runs that same configuration without the graphs, to test it). `jit=False`:
+        what the package does not serve runs eagerly instead of being compiled (one-off work
+        that found the package in the cache must not start a build)."""
         self.device = device
+        self.jit = jit
         self.graphs = device.type == "cuda" if graphs is None else graphs
         self.pad_frames_to = CUDA_FRAME_BUCKET if self.graphs else 1
         self.artifact = None if self.graphs or device.type != "cpu" else artifact
@@ -283,6 +289,8 @@ class CompiledStep:
                 self._load_or_build_package(model, tokens, input_pos)
             if self._package is not None and self._package.fits(model, tokens, input_pos, allowed):
                 return self._package(model, tokens, input_pos)
+        if not self.jit:
+            return decode_step(*args)
         self._mark_dynamic(model)
         return self._jit(*args)
 

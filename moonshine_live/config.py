@@ -40,10 +40,12 @@ class DecodeConfig:
     reads each weight once per step for the whole batch)."""
     threads: int | None = None
     """torch intra-op threads; None keeps torch's default (one per core)."""
-    compile: bool = False
+    compile: bool | None = None
     """Compile the decode step (and, on a CPU, the encoder's layers): about half the time per
-    token. Costs a one-time build (about two minutes on a 2-core CPU, then cached on disk) and
-    under a second per start; the live engine turns it on, one-off file work leaves it off."""
+    token. True costs a one-time build (about two minutes on a 2-core CPU, then cached on disk)
+    and under a second per start; the live engine turns it on. None (the default, one-off file
+    work): compiled when this machine's compiled packages are already in the cache, eager
+    otherwise, never building. False: always eager."""
     weights: str = "auto"
     """"int8" keeps every per-step decoder linear and the output head as the checkpoint's own int8
     weights, dequantized inside fused kernels (CPU, float32, compiled step; bit-identical weights,
@@ -77,7 +79,7 @@ class DecodeConfig:
             raise ConfigError(
                 f"DecodeConfig.weights must be one of {WEIGHTS}, got {self.weights!r}"
             )
-        if self.weights == "int8" and not self.compile:
+        if self.weights == "int8" and self.compile is not True:
             raise ConfigError(
                 "DecodeConfig.weights='int8' needs compile=True: int8 weights run as fused "
                 "compiled kernels (eager would dequantize every weight on every step)"

@@ -13,12 +13,12 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from .errors import WeightsError
+from .progress import first_start_step
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def ensure_default_checkpoint() -> Path:
             return target
         _LOGGER.warning("cached model %s is damaged (%s); rebuilding it", target, problem)
         shutil.rmtree(target, ignore_errors=True)
-    build_default_checkpoint(target)
+    with first_start_step("converting the embedded Moonshine base model", 5) as step:
+        build_default_checkpoint(target, progress=lambda _stage, fraction: step.advance(fraction))
     return target
 
 
@@ -90,7 +91,7 @@ def build_default_checkpoint(
     from .ort_weights import locate_moonshine_cpp_files, read_ort_checkpoint, to_safetensors_dict
     from .tokenizer import Tokenizer
 
-    report = progress or _stderr_progress
+    report = progress or _log_progress
     files = locate_moonshine_cpp_files()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
@@ -139,14 +140,5 @@ def _publish(staging: Path, target: Path) -> None:
         ) from None
 
 
-def _stderr_progress(stage: str, fraction: float) -> None:
-    """A one-line progress bar on a terminal, log lines otherwise."""
-    if not sys.stderr.isatty():
-        _LOGGER.info("building default model: %s (%d%%)", stage, fraction * 100)
-        return
-    width = 30
-    filled = int(width * fraction)
-    bar = "#" * filled + "-" * (width - filled)
-    end = "\n" if fraction >= 1.0 else ""
-    sys.stderr.write(f"\rmoonshine-live: preparing model [{bar}] {fraction:4.0%} {stage:<22}{end}")
-    sys.stderr.flush()
+def _log_progress(stage: str, fraction: float) -> None:
+    _LOGGER.info("building default model: %s (%d%%)", stage, fraction * 100)

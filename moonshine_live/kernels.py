@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .progress import first_start_step
+
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -105,8 +107,9 @@ def load_or_build(library: Library, path: Path) -> None:
             _LOGGER.warning("rebuilding the %s kernels: %s does not load (%s)", library.name,
                             path, exc)  # fmt: skip
             path.unlink(missing_ok=True)
-    _LOGGER.warning("compiling the %s kernels for this machine (once, 10-15 s)", library.name)
-    build(library, path)
+    _LOGGER.info("compiling the %s kernels into %s", library.name, path)
+    with first_start_step(f"compiling the {library.name} kernels for this CPU", 15):
+        build(library, path)
     torch.ops.load_library(str(path))
 
 

@@ -300,4 +300,4 @@ def _as_contexts(context: str | Iterable[str] | None) -> frozenset[str]:
 def spoken_words(text: str) -> str:
     """Text as words, without the transcript's punctuation between them ("fire, Fox," ->
     "fire Fox"; "40%" and "don't" stay)."""
-    return " ".join(word.strip(",;:!?\"()") for word in text.split()).strip(" .")
+    return " ".join(word.strip(',;:!?"()') for word in text.split()).strip(" .")

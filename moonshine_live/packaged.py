@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -55,6 +58,30 @@ class _StepWithInputs(nn.Module):
             layer.kv_cache.k_cache, layer.kv_cache.v_cache = k_caches[i], v_caches[i]
             layer.cross_k, layer.cross_v = cross_k[i], cross_v[i]
         return decode_step(self.model, tokens, input_pos, attend_to=written.shape[0])
+
+
+@contextmanager
+def _without_torch_deprecations() -> Iterator[None]:
+    """Two warnings a user cannot act on, silenced by message, only while we build:
+    - export and AOTInductor in torch 2.13 trip over their own deprecated API (a FutureWarning,
+      `isinstance(treespec, LeafSpec)`, raised in copyreg while they copy a tree spec);
+    - export's note that the layers' `cross_k`/`cross_v` were assigned during export: that is
+      `_StepWithInputs` handing them in, on purpose. Registered as buffers they would be quiet
+      here, but dynamo then specializes their frame axis and the JIT step (batches) recompiles
+      for every utterance length."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+            category=FutureWarning,
+        )
+        warnings.filterwarnings(
+            "ignore",
+            message=r"The tensor attributes (self\.model\.decoder\.layers\.\d+\.cross_[kv](, )?)+ "
+            "were assigned during export",
+            category=UserWarning,
+        )
+        yield
 
 
 def _attend_limit(model: Moonshine) -> int:
@@ -120,13 +147,14 @@ def build_package(model: Moonshine, tokens: Tensor, input_pos: Tensor, path: Pat
         "cross_k": [{2: frames}] * count, "cross_v": [{2: frames}] * count,
     }  # fmt: skip
     try:  # export assigns (fake) example inputs to the model's attributes: put ours back
-        exported = torch.export.export(
-            _StepWithInputs(model),
-            # 2 positions: an example size of 1 would be specialized
-            (tokens, input_pos, _written(2), k_caches, v_caches, cross_k, cross_v),
-            dynamic_shapes=dynamic,
-            strict=False,
-        )
+        with _without_torch_deprecations():
+            exported = torch.export.export(
+                _StepWithInputs(model),
+                # 2 positions: an example size of 1 would be specialized
+                (tokens, input_pos, _written(2), k_caches, v_caches, cross_k, cross_v),
+                dynamic_shapes=dynamic,
+                strict=False,
+            )
     finally:
         for layer, (k, v, ck, cv) in zip(layers, saved, strict=True):
             layer.kv_cache.k_cache, layer.kv_cache.v_cache = k, v  # type: ignore[union-attr]
@@ -143,11 +171,12 @@ def compile_package(exported: torch.export.ExportedProgram, path: Path) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.pt2")
     os.close(handle)
     try:
-        torch._inductor.aoti_compile_and_package(
-            exported,
-            package_path=temporary,
-            inductor_configs={"aot_inductor.package_constants_in_so": False},
-        )
+        with _without_torch_deprecations():
+            torch._inductor.aoti_compile_and_package(
+                exported,
+                package_path=temporary,
+                inductor_configs={"aot_inductor.package_constants_in_so": False},
+            )
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
@@ -178,9 +207,10 @@ def build_encoder_package(encoder: Encoder, features: Tensor, path: Path) -> Non
 
     use_compile_cache()
     frames = torch.export.Dim("frames", min=MIN_FRAMES, max=MAX_FRAMES)
-    exported = torch.export.export(
-        encoder, (features,), dynamic_shapes={"x": {1: frames}}, strict=False
-    )
+    with _without_torch_deprecations():
+        exported = torch.export.export(
+            encoder, (features,), dynamic_shapes={"x": {1: frames}}, strict=False
+        )
     compile_package(exported, path)
 
 

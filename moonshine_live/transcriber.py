@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from . import kernels
 from .amx import in_use as amx_in_use
 from .amx import load_kernels
 from .audio import SAMPLE_RATE, load_audio, speech_regions, split_at_pauses, validate_audio
@@ -142,9 +143,12 @@ class Transcriber:
         self.dtype = pick_dtype(self.config.dtype, self.device)
         self.checkpoint: Checkpoint = resolve_checkpoint(self.config.model)
         started = time.perf_counter()
+        compile = self.config.compile
+        # None: compiled only if nothing needs building (see _compiled_parts_cached)
+        self.compile = self._compiled_parts_cached() if compile is None else compile
         int8 = self._wants_int8()
         # AMX goes with the int8 decoder: the same exact int8 weights, on the CPU, compiled
-        self.amx = int8 and self.config.compile and load_kernels()
+        self.amx = int8 and self.compile and load_kernels()
         self.model = load_model(
             self.checkpoint, self.device, self.dtype, INT8_PARTS if int8 else (), self.amx
         )
@@ -157,13 +161,13 @@ class Transcriber:
             max_phrase_repeats=self.config.max_phrase_repeats,
         )
         self._step: StepFn = (
-            CompiledStep(self.device, self._artifact_path(int8))
-            if self.config.compile
+            CompiledStep(self.device, self._artifact_path(int8), jit=compile is not None)
+            if self.compile
             else decode_step
         )
         self._pad_frames_to = getattr(self._step, "pad_frames_to", 1)
         self._encoder_layers: CompiledEncoder | None = None
-        if self.config.compile and self.device.type == "cpu":
+        if self.compile and self.device.type == "cpu":
             self._encoder_layers = CompiledEncoder(
                 self.model.encoder,
                 precompiled_step_path(
@@ -176,6 +180,38 @@ class Transcriber:
             )
         self._lock = threading.Lock()
         self.load_ms = (time.perf_counter() - started) * 1000
+        _LOGGER.info("decode path: %s", self.path)
+
+    @property
+    def path(self) -> str:
+        """Which path runs, in a few words (the CLI's JSON `path`, and `-v`)."""
+        if not self.compile:
+            unbuilt = self.config.compile is None  # left eager: nothing compiled in the cache
+            why = " (no compiled packages in the cache; --compile builds them)" if unbuilt else ""
+            return f"eager {str(self.dtype).removeprefix('torch.')}{why}"
+        parts = ["compiled", "int8 decoder" if self._wants_int8() else "float decoder"]
+        parts += ["AMX encoder"] if self.amx else []
+        parts += ["int8 op"] if self.int8_kernel else []
+        return ", ".join(parts)
+
+    def _compiled_parts_cached(self) -> bool:
+        """Whether every compiled part this machine would run (its C++ kernels, the decode step
+        and encoder packages) is in the cache: then DecodeConfig.compile=None compiles, since
+        loading them takes a second and building nothing."""
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            return False  # torch.compile (CUDA) or float16 steps keep no package on disk
+        int8 = self.config.weights != "float"
+        has_amx = int8 and kernels.supported(kernels.AMX_LIBRARY)
+        library = kernels.AMX_LIBRARY if has_amx else kernels.INT8_LIBRARY
+        with_op = int8 and kernels.supported(library)
+        if with_op and not kernels.library_path(library).is_file():
+            return False
+        step = "decode-step-kernels" if with_op else "decode-step"
+        encoder = "encoder-amx" if has_amx else "encoder"
+        return all(
+            precompiled_step_path(self.checkpoint, self.device, self.dtype, int8, part).is_file()
+            for part in (step, encoder)
+        )
 
     def _artifact_path(self, int8: bool) -> Path:
         """Where the precompiled step for this model, device and weights is kept (one that
@@ -191,7 +227,7 @@ class Transcriber:
                 f"{self.device.type} and {str(self.dtype).removeprefix('torch.')}"
             )
         return self.config.weights == "int8" or (
-            self.config.weights == "auto" and self.config.compile and fits
+            self.config.weights == "auto" and self.compile and fits
         )
 
     @property

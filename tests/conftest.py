@@ -89,8 +89,8 @@ def cli(monkeypatch, capsys, transcriber):
     from moonshine_live.config import DecodeConfig
 
     def reuse(config=None, **kwargs):
-        # listen/demo compile by default, transcribe does not: both get the shared model
-        assert replace(config, compile=False) == DecodeConfig() and not kwargs, (config, kwargs)
+        # listen/demo compile by default, transcribe if cached: all get the shared model
+        assert replace(config, compile=None) == DecodeConfig() and not kwargs, (config, kwargs)
         return transcriber
 
     monkeypatch.setattr(transcriber_module, "Transcriber", reuse)

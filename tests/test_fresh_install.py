@@ -10,6 +10,7 @@ It installs torch into a new venv and builds the model and its compiled packages
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -99,3 +100,24 @@ def test_the_demo_runs_from_an_empty_cache_on_a_runtime_install(fresh_venv, tmp_
         assert any(i == intent and slots in s for i, s in commands), (intent, done.stdout)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert (tmp_path / "cache").is_dir()
+    # the first start says what it does, a line per step, and nothing else (no torch warnings)
+    steps = [line for line in done.stderr.splitlines() if line.strip()]
+    assert all(FIRST_START_LINE.fullmatch(line) for line in steps), done.stderr[-3000:]
+    said = " ".join(steps)
+    assert "converting the embedded Moonshine" in said and "compiling the decode step" in said
+
+    # later, `transcribe` finds the compiled packages in the cache and runs them, quietly
+    sample = run(
+        [str(fresh_venv / "bin" / "python"), "-c", LOCATE_SAMPLE], 60, env=env, cwd=tmp_path
+    ).stdout.strip()
+    done = run(["moonshine-live", "transcribe", "--json", sample], 300, env=env, cwd=tmp_path)
+    record = json.loads(done.stdout)
+    assert record["compiled"] is True and record["path"].startswith("compiled"), record
+    assert record["text"].startswith("Ever tried") and done.stderr == ""
+
+
+FIRST_START_LINE = re.compile(r"moonshine-live: [^\n]+ \(once, about [^)]+\)\.\.\. done in \d+ s")
+LOCATE_SAMPLE = (
+    "from moonshine_live.ort_weights import locate_moonshine_cpp_files; "
+    "print(locate_moonshine_cpp_files().sample_wav)"
+)
