@@ -58,7 +58,7 @@ import torch
 from moonshine_live.audio import SAMPLE_RATE
 from moonshine_live.config import DecodeConfig
 from moonshine_live.ort_weights import locate_moonshine_cpp_files
-from moonshine_live.transcriber import Transcriber
+from moonshine_live.transcriber import Transcriber, on_compute_thread
 from moonshine_live.weights import Checkpoint, read_state_dict
 
 if TYPE_CHECKING:
@@ -171,12 +171,16 @@ def transformers_runner(checkpoint: Checkpoint, bos: int, eos: int) -> Runner:
     model = transformers.MoonshineForConditionalGeneration(config).eval()
     model.load_state_dict(read_state_dict(checkpoint.weights_path), strict=True)
 
-    def run(audio: np.ndarray, max_new_tokens: int) -> Run:
-        started = time.perf_counter()
+    def generate(audio: np.ndarray, max_new_tokens: int) -> torch.Tensor:
         with torch.inference_mode():
-            ids = model.generate(
+            return model.generate(
                 torch.from_numpy(audio)[None], max_new_tokens=max_new_tokens, do_sample=False
             )
+
+    def run(audio: np.ndarray, max_new_tokens: int) -> Run:
+        started = time.perf_counter()
+        # on the thread ours runs on: a second OpenMP team would slow both (on_compute_thread)
+        ids = on_compute_thread(generate, audio, max_new_tokens)
         total_ms = (time.perf_counter() - started) * 1000
         return Run(_strip_special(ids[0].tolist(), bos, eos), total_ms)
 
@@ -473,7 +477,10 @@ def build_runners(args: argparse.Namespace, transcriber: Transcriber) -> dict[st
             Transcriber(DecodeConfig(threads=args.threads, compile=False))
         )
     if not args.skip_transformers:
-        runners["transformers"] = transformers_runner(transcriber.checkpoint, bos, eos)
+        # built where it runs: loading it on this thread would start a second OpenMP team
+        runners["transformers"] = on_compute_thread(
+            transformers_runner, transcriber.checkpoint, bos, eos
+        )
     if not args.skip_onnx:
         runners["onnx"] = onnx_runner(torch.get_num_threads(), bos, eos)
     return runners

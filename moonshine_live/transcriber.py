@@ -106,31 +106,44 @@ def _settle_objects() -> None:
     gc.freeze()
 
 
+_COMPUTE = ThreadPoolExecutor(1, thread_name_prefix="moonshine-compute")
+_compute_thread: list[int] = []  # its ident, once it runs
+
+
+def on_compute_thread(function: Callable[..., _T], *args: object) -> _T:
+    """Run `function` on the process's one compute thread, where every Transcriber does all its
+    torch work (and where other torch work in the same process should run too).
+
+    OpenMP keeps a team of worker threads per thread that runs parallel regions: a second team
+    (a model loaded on the main thread, then used from an executor; a second transcriber; a
+    reference model in a benchmark) puts more threads than cores under libgomp, which then stops
+    spinning between regions, and every small op waits for its workers to wake. On a 2-core EPYC
+    (2026-12-07) that doubled the decode step (int8 linear 50 -> 150 us, a 2 s command 62 -> 113
+    ms), cost the early commit its race against the hangover, and, with one thread per
+    transcriber, tripled the benchmark's decode step. One thread, whoever calls: one team.
+    """
+    if not _compute_thread:
+        ident = _COMPUTE.submit(threading.get_ident).result()
+        _compute_thread[:] = [ident]
+    if threading.get_ident() == _compute_thread[0]:
+        return function(*args)
+    return _COMPUTE.submit(function, *args).result()
+
+
 class Transcriber:
     """Speech to text with a warm Moonshine model."""
 
     def __init__(self, config: DecodeConfig | None = None, *, warm_up: bool = True) -> None:
         self.config = config or DecodeConfig()
-        self._compute = ThreadPoolExecutor(1, thread_name_prefix="moonshine-compute")
-        self._compute_thread = self._compute.submit(threading.get_ident).result()
         self.on_compute_thread(self._load)
         self.warm_up_ms = 0.0
         if warm_up:
             self.warm_up()
 
-    def on_compute_thread(self, function: Callable[..., _T], *args: object) -> _T:
-        """Run `function` on this transcriber's own thread, where all its torch work happens.
-
-        OpenMP keeps a team of worker threads per thread that runs parallel regions: a second
-        team (a model loaded on the main thread, then used from an executor) puts more threads
-        than cores under libgomp, which then stops spinning between regions, and every small
-        op waits for its workers to wake. On a 2-core EPYC (2026-12-07) that doubled the decode
-        step (int8 linear 50 -> 150 us, a 2 s command 62 -> 113 ms) and cost the early commit
-        its race against the hangover. One thread, whoever calls: one team.
-        """
-        if threading.get_ident() == self._compute_thread:
-            return function(*args)
-        return self._compute.submit(function, *args).result()
+    @staticmethod
+    def on_compute_thread(function: Callable[..., _T], *args: object) -> _T:
+        """`transcriber.on_compute_thread`: the thread this (and every) transcriber works on."""
+        return on_compute_thread(function, *args)
 
     def _load(self) -> None:
         # One setting for encoder and decoder: 2 threads vs 1 take the 10 s encoder from 752 to

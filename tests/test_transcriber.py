@@ -523,8 +523,8 @@ def test_transcriber_budget_uses_config(transcriber: Transcriber) -> None:
     assert transcriber.budget(16000 * 600) == transcriber.model.config.max_position_embeddings - 1
 
 
-def test_every_caller_runs_on_the_transcribers_own_thread(transcriber, beckett) -> None:
-    """The model runs on one thread whoever calls (the loop, an executor, another pipeline):
+def test_every_caller_runs_on_the_one_compute_thread(transcriber, beckett) -> None:
+    """The model runs on one thread whoever calls (the loop, an executor, another pipeline),
     a second OpenMP team halves the speed of a 2-core machine (see `on_compute_thread`)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -545,3 +545,7 @@ def test_every_caller_runs_on_the_transcribers_own_thread(transcriber, beckett) 
         del transcriber.model.encode
     assert len(ran_on) == 1 and threading.get_ident() not in ran_on
     assert all(t.tokens == here.tokens for t in there)
+    # the same thread for every transcriber in the process, and for other torch work
+    from moonshine_live.transcriber import on_compute_thread
+
+    assert on_compute_thread(threading.get_ident) in ran_on
