@@ -247,12 +247,13 @@ def describe_command(event) -> str:  # event: CommandEvent
 
 def describe_rejected(event) -> str | None:  # event: RejectedEvent
     """One line on why speech was not dispatched; None for a transcript without words."""
+    from .commands import COMMITTED_EARLY, COOLDOWN
     from .matcher import NOTHING_SAID
 
     if event.reason == NOTHING_SAID:
         return None
-    if event.reason in ("committed_early", "cooldown"):
-        why = "committed early" if event.reason == "committed_early" else "cooldown"
+    if event.reason in (COMMITTED_EARLY, COOLDOWN):
+        why = "committed early" if event.reason == COMMITTED_EARLY else "cooldown"
         return f"{event.best_intent} not dispatched again ({why}): {event.text!r}"
     return f"not a command: {event.text!r} ({event.reason})"
 

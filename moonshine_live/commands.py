@@ -25,6 +25,8 @@ from .matcher import NOTHING_SAID, CommandMatch, Matcher, MatcherConfig
 _LOGGER = logging.getLogger(__name__)
 
 SHIPPED_GRAMMARS = ("desktop", "home")
+COMMITTED_EARLY, COOLDOWN = "committed_early", "cooldown"
+"""`rejected` reasons of a matched command not dispatched (again)."""
 
 
 @dataclass(frozen=True)
@@ -203,19 +205,19 @@ class CommandStage:
         elif isinstance(result, CommandEvent):
             if done is not None and (done.intent, done.slots) == (result.intent, result.slots):
                 _LOGGER.info("%s was committed early; not dispatched again", result.intent)
-                self._bus.emit(_held_back(result, "committed_early"))
+                self._bus.emit(_held_back(result, COMMITTED_EARLY))
                 return
             self.dispatch(result)
 
-    def dispatch(self, command: CommandEvent) -> bool:
-        """Emit a matched command, call its callbacks and start its actions; False (and a
-        `rejected` with reason `cooldown`) when the cooldown holds it back."""
+    def dispatch(self, command: CommandEvent) -> None:
+        """Emit a matched command, call its callbacks and start its actions (or, when the
+        cooldown holds it back, a `rejected` with reason `cooldown`)."""
         assert self._bus is not None, "attach() first"
         dispatcher = self._bus.dispatcher
         if dispatcher.cooling_down(command.intent, command.t_start, command.t_end):
             _LOGGER.info("%s again within the cooldown; not dispatched", command.intent)
-            self._bus.emit(_held_back(command, "cooldown"))
-            return False
+            self._bus.emit(_held_back(command, COOLDOWN))
+            return
         self._bus.emit(command)
         dispatcher.dispatch(f"intent:{command.intent}", command)
         task = asyncio.get_running_loop().create_task(self._act(command))
