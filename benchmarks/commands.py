@@ -51,9 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from speech import ESPEAK_VOICES, FLITE_VOICES, compose, flite_voices, tts_wav
 
-from moonshine_live.audio import SAMPLE_RATE, load_audio
-from moonshine_live.commands import SHIPPED_GRAMMARS, resolve_grammar_path
-from moonshine_live.config import DecodeConfig
+from moonshine_live.asr.config import DecodeConfig
+from moonshine_live.asr.transcriber import Transcriber
+from moonshine_live.capture.audio import SAMPLE_RATE, load_audio
+from moonshine_live.commands.stage import SHIPPED_GRAMMARS, resolve_grammar_path
 from moonshine_live.grammar import (
     ANY_MODE,
     DEFAULT_MODE,
@@ -69,10 +70,9 @@ from moonshine_live.grammar import (
     iter_examples,
     load_grammar,
 )
+from moonshine_live.grammar.matcher import CommandMatch, Matcher
+from moonshine_live.grammar.normalize import number_to_words
 from moonshine_live.grammar.syntax import Node
-from moonshine_live.matcher import CommandMatch, Matcher
-from moonshine_live.normalize import number_to_words
-from moonshine_live.transcriber import Transcriber
 
 NON_COMMANDS = (
     "what is the weather like today",

@@ -18,14 +18,14 @@ from importlib.resources import files
 
 import numpy as np
 
-from moonshine_live.actions import ActionConfig
-from moonshine_live.audio import SAMPLE_RATE, load_audio
-from moonshine_live.commands import CommandConfig
-from moonshine_live.config import DecodeConfig
-from moonshine_live.engine import Engine, EngineConfig
+from moonshine_live.asr.config import DecodeConfig
+from moonshine_live.asr.transcriber import Transcriber
+from moonshine_live.capture.audio import SAMPLE_RATE, load_audio
+from moonshine_live.capture.sources import ArraySource
+from moonshine_live.commands.actions import ActionConfig
+from moonshine_live.commands.stage import CommandConfig
+from moonshine_live.engine.engine import Engine, EngineConfig
 from moonshine_live.events import Event
-from moonshine_live.sources import ArraySource
-from moonshine_live.transcriber import Transcriber
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from moonshine_live.embedded import ensure_default_checkpoint
-from moonshine_live.ort_weights import locate_moonshine_cpp_files
+from moonshine_live.checkpoint.embedded import ensure_default_checkpoint
+from moonshine_live.checkpoint.ort_weights import locate_moonshine_cpp_files
 
 READY_LINE = "ready"
 CHILD_TIMEOUT_S = 1200  # a cold compile takes 1-2 minutes on 2 busy cores
@@ -50,9 +50,9 @@ top = time.monotonic()
 import json, logging, statistics, sys
 logging.basicConfig(format="%(name)s %(levelname)s: %(message)s")
 logging.getLogger("moonshine_live").setLevel(logging.INFO)  # e.g. why a saved step was not used
-from moonshine_live.audio import load_audio
-from moonshine_live.config import DecodeConfig
-from moonshine_live.transcriber import Transcriber
+from moonshine_live.capture.audio import load_audio
+from moonshine_live.asr.config import DecodeConfig
+from moonshine_live.asr.transcriber import Transcriber
 imported = time.monotonic()
 
 def memory_mb():

@@ -55,11 +55,11 @@ import numpy as np
 import soundfile
 import torch
 
-from moonshine_live.audio import SAMPLE_RATE
-from moonshine_live.config import DecodeConfig
-from moonshine_live.ort_weights import locate_moonshine_cpp_files
-from moonshine_live.transcriber import Transcriber, on_compute_thread
-from moonshine_live.weights import Checkpoint, read_state_dict
+from moonshine_live.asr.config import DecodeConfig
+from moonshine_live.asr.transcriber import Transcriber, on_compute_thread
+from moonshine_live.capture.audio import SAMPLE_RATE
+from moonshine_live.checkpoint.ort_weights import locate_moonshine_cpp_files
+from moonshine_live.checkpoint.weights import Checkpoint, read_state_dict
 
 if TYPE_CHECKING:
     import onnxruntime

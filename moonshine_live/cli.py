@@ -133,7 +133,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser, compile_default: bool 
 
 
 def _decode_config(args: argparse.Namespace):  # -> DecodeConfig (imported lazily)
-    from .config import DecodeConfig
+    from .asr.config import DecodeConfig
 
     return DecodeConfig(
         model=args.model,
@@ -146,7 +146,7 @@ def _decode_config(args: argparse.Namespace):  # -> DecodeConfig (imported lazil
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
-    from .transcriber import Transcriber
+    from .asr.transcriber import Transcriber
 
     transcriber = Transcriber(_decode_config(args))
     status = EXIT_OK
@@ -183,16 +183,16 @@ def _device_spec(value: str | None) -> int | str | None:
 def run_listen(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .engine import EngineConfig
-    from .mic import CaptureConfig
+    from .capture.mic import CaptureConfig
+    from .engine.engine import EngineConfig
 
     if args.realtime and not args.file:
         print("moonshine-live: error: --realtime needs --file", file=sys.stderr)
         return EXIT_USAGE
     from dataclasses import replace
 
-    from .actions import ActionConfig
-    from .commands import CommandConfig
+    from .commands.actions import ActionConfig
+    from .commands.stage import CommandConfig
 
     commands = CommandConfig(
         grammars=tuple(args.grammar),
@@ -214,9 +214,9 @@ def run_listen(args: argparse.Namespace) -> int:
 
 
 async def _listen(config, args: argparse.Namespace) -> int:  # config: EngineConfig
-    from .engine import Engine
-    from .shutdown import StopOnSignals
-    from .sources import FileSource
+    from .capture.sources import FileSource
+    from .engine.engine import Engine
+    from .engine.shutdown import StopOnSignals
 
     source = FileSource(args.file, realtime=args.realtime) if args.file else None
     printer = _print_json if args.json else _print_text
@@ -247,8 +247,8 @@ def describe_command(event) -> str:  # event: CommandEvent
 
 def describe_rejected(event) -> str | None:  # event: RejectedEvent
     """One line on why speech was not dispatched; None for a transcript without words."""
-    from .commands import COMMITTED_EARLY, COOLDOWN
-    from .matcher import NOTHING_SAID
+    from .commands.stage import COMMITTED_EARLY, COOLDOWN
+    from .grammar.matcher import NOTHING_SAID
 
     if event.reason == NOTHING_SAID:
         return None
@@ -293,7 +293,7 @@ def _print_text(event) -> None:
 
 def run_grammar_check(args: argparse.Namespace) -> int:
     """Errors with file:line:column, overlap/shadowing/unused warnings, example sentences."""
-    from .commands import resolve_grammar_path
+    from .commands.stage import resolve_grammar_path
     from .grammar import check_grammar
 
     try:
@@ -307,9 +307,9 @@ def run_grammar_check(args: argparse.Namespace) -> int:
 
 
 def run_match(args: argparse.Namespace) -> int:
-    from .commands import resolve_grammar_path
+    from .commands.stage import resolve_grammar_path
     from .grammar import DEFAULT_MODE, load_grammar
-    from .matcher import CommandMatch, Matcher
+    from .grammar.matcher import CommandMatch, Matcher
 
     matcher = Matcher(load_grammar([resolve_grammar_path(f) for f in args.grammar]))
     matched_all = True
@@ -323,7 +323,7 @@ def run_match(args: argparse.Namespace) -> int:
 
 
 def run_devices(args: argparse.Namespace) -> int:
-    from .mic import list_devices
+    from .capture.mic import list_devices
 
     devices = list_devices()
     if args.json:
@@ -345,9 +345,9 @@ def run_demo(args: argparse.Namespace) -> int:
     import asyncio
     from dataclasses import replace
 
-    from .actions import ActionConfig
-    from .commands import CommandConfig
-    from .engine import EngineConfig
+    from .commands.actions import ActionConfig
+    from .commands.stage import CommandConfig
+    from .engine.engine import EngineConfig
 
     config = EngineConfig(
         decode=_decode_config(args),
@@ -367,7 +367,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _has_microphone() -> bool:
     try:
-        from .mic import list_devices
+        from .capture.mic import list_devices
 
         return bool(list_devices())
     except Exception:  # no PortAudio, no server: the recording will do
@@ -377,9 +377,9 @@ def _has_microphone() -> bool:
 async def _demo(config, args: argparse.Namespace) -> int:  # config: EngineConfig
     from importlib.resources import files
 
-    from .engine import Engine
-    from .shutdown import StopOnSignals
-    from .sources import FileSource
+    from .capture.sources import FileSource
+    from .engine.engine import Engine
+    from .engine.shutdown import StopOnSignals
 
     use_mic = not args.recording and _has_microphone()
     source = None

@@ -54,8 +54,8 @@ def require_module(name: str) -> None:
 def transcriber():
     """One warm Transcriber on the embedded default model as the live engine runs it (compiled
     decode step, int8 decoder weights), shared by every test."""
-    from moonshine_live.config import DecodeConfig
-    from moonshine_live.transcriber import Transcriber
+    from moonshine_live.asr.config import DecodeConfig
+    from moonshine_live.asr.transcriber import Transcriber
 
     return Transcriber(DecodeConfig(compile=True))
 
@@ -63,8 +63,8 @@ def transcriber():
 @pytest.fixture(scope="session")
 def beckett_path() -> Path:
     """The moonshine-cpp wheel's sample clip (9.96 s, "Ever tried. Ever failed. ...")."""
+    from moonshine_live.checkpoint.ort_weights import locate_moonshine_cpp_files
     from moonshine_live.errors import WeightsError
-    from moonshine_live.ort_weights import locate_moonshine_cpp_files
 
     try:
         return locate_moonshine_cpp_files().sample_wav
@@ -84,9 +84,9 @@ def cli(monkeypatch, capsys, transcriber):
     """Run `main(argv)` -> (exit code, stdout, stderr) on the shared warm model."""
     from dataclasses import replace
 
-    from moonshine_live import transcriber as transcriber_module
+    from moonshine_live.asr import transcriber as transcriber_module
+    from moonshine_live.asr.config import DecodeConfig
     from moonshine_live.cli import main
-    from moonshine_live.config import DecodeConfig
 
     def reuse(config=None, **kwargs):
         # listen/demo compile by default, transcribe if cached: all get the shared model

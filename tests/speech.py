@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from conftest import GENERATED_DIR, require, require_tool
 
-from moonshine_live.audio import SAMPLE_RATE, load_audio
+from moonshine_live.capture.audio import SAMPLE_RATE, load_audio
 
 _LOGGER = logging.getLogger(__name__)
 

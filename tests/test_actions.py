@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from moonshine_live.actions import (
+from moonshine_live.commands.actions import (
     ActionConfig,
     render_argv,
     run_action,
@@ -28,7 +28,7 @@ from moonshine_live.grammar import (
     TypeAction,
     loads_grammar,
 )
-from moonshine_live.matcher import CommandMatch, Matcher
+from moonshine_live.grammar.matcher import CommandMatch, Matcher
 
 EVIL = """; rm -rf / $(echo pwned) | && "quotes" 'single' `id` > /tmp/pwned *"""
 PRINT_ARGV = "import sys, json; print(json.dumps(sys.argv[1:]))"

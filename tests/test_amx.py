@@ -22,12 +22,12 @@ from safetensors.torch import save_file
 from test_speed_paths import BECKETT_TOKENS
 from torch import nn
 
-from moonshine_live import amx
-from moonshine_live.config import DecodeConfig
-from moonshine_live.model import ConvAsLinear, _conv_as_matmul
-from moonshine_live.quantized import QuantizedTensor
-from moonshine_live.transcriber import Transcriber
-from moonshine_live.weights import load_model, read_state_dict, resolve_checkpoint
+from moonshine_live.accel import amx
+from moonshine_live.asr.config import DecodeConfig
+from moonshine_live.asr.transcriber import Transcriber
+from moonshine_live.checkpoint.quantized import QuantizedTensor
+from moonshine_live.checkpoint.weights import load_model, read_state_dict, resolve_checkpoint
+from moonshine_live.model.network import ConvAsLinear, _conv_as_matmul
 
 
 @pytest.fixture
@@ -149,12 +149,12 @@ def test_the_shared_transcriber_runs_amx_exactly_when_the_cpu_has_it(transcriber
 WITHOUT_AMX = """
 import sys, torch
 from torch import nn
-from moonshine_live import amx, kernels
-from moonshine_live.audio import load_audio
-from moonshine_live.config import DecodeConfig
-from moonshine_live.decoding import decode_step
-from moonshine_live.quantized import Int8WeightLinear
-from moonshine_live.transcriber import Transcriber
+from moonshine_live.accel import amx, kernels
+from moonshine_live.capture.audio import load_audio
+from moonshine_live.asr.config import DecodeConfig
+from moonshine_live.model.decoding import decode_step
+from moonshine_live.checkpoint.quantized import Int8WeightLinear
+from moonshine_live.asr.transcriber import Transcriber
 amx.cpu_has_amx = lambda: False  # no-op on a CPU without AMX; pretended on one with it
 transcriber = Transcriber(DecodeConfig(compile=True), warm_up=False)
 model = transcriber.model
@@ -180,7 +180,7 @@ def test_without_amx_the_encoder_is_float32_and_the_decode_step_runs_the_int8_op
     """On every machine, in a fresh process (a process loads one op library): a CPU without AMX
     gets float32 encoder GEMMs and the AVX2/AVX-512 int8 op in the decode step, with the float
     model's tokens for beckett.wav."""
-    from moonshine_live import kernels
+    from moonshine_live.accel import kernels
 
     require_cpu("AVX2 and FMA", kernels.supported(kernels.INT8_LIBRARY))
     done = subprocess.run(
@@ -199,7 +199,7 @@ def test_a_failed_build_keeps_the_float_path(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(amx, "cpu_has_amx", lambda: True)
     monkeypatch.setattr(amx, "library_path", lambda: tmp_path / "amx.so")
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    with caplog.at_level(logging.WARNING, logger="moonshine_live.amx"):
+    with caplog.at_level(logging.WARNING, logger="moonshine_live.accel.amx"):
         assert not amx.load_kernels()
     assert "AMX kernels unavailable" in caplog.text
     assert not (tmp_path / "amx.so").exists()
@@ -251,7 +251,7 @@ def test_a_damaged_kernel_library_is_rebuilt(needs_amx, tmp_path):
     cache = tmp_path / "cache"
     code = (
         "import logging, sys; logging.basicConfig(level=logging.WARNING)\n"
-        "from moonshine_live import amx\n"
+        "from moonshine_live.accel import amx\n"
         "path = amx.library_path(); path.parent.mkdir(parents=True, exist_ok=True)\n"
         "path.write_bytes(b'not a library')\n"
         "sys.exit(0 if amx.load_kernels() and path.stat().st_size > 10000 else 1)\n"

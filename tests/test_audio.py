@@ -1,4 +1,4 @@
-"""Tests for moonshine_live.audio: loading, validation, WAV writing and pause-based splitting."""
+"""Tests for capture.audio: loading, validation, WAV writing and pause-based splitting."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moonshine_live.audio import (
+from moonshine_live.capture.audio import (
     FRAME_BYTES,
     FRAME_SAMPLES,
     SAMPLE_RATE,

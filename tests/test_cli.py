@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from moonshine_live import amx, kernels
-from moonshine_live.audio import SAMPLE_RATE, load_audio, write_wav
+from moonshine_live.accel import amx, kernels
+from moonshine_live.capture.audio import SAMPLE_RATE, load_audio, write_wav
 from moonshine_live.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 
 BECKETT_TEXT = "Ever tried ever failed, no matter try again fail again fail better."

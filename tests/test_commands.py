@@ -11,17 +11,17 @@ import pytest
 from conftest import engine_events
 from speech import compose, tts_wav
 
-from moonshine_live.commands import (
+from moonshine_live.capture.sources import ArraySource
+from moonshine_live.commands.stage import (
     SETTLE_NS,
     CommandConfig,
     CommandStage,
     _settled,
     resolve_grammar_path,
 )
-from moonshine_live.engine import Engine, EngineConfig
+from moonshine_live.engine.engine import Engine, EngineConfig
 from moonshine_live.errors import GrammarError
 from moonshine_live.events import Event, TranscriptEvent
-from moonshine_live.sources import ArraySource
 
 pytestmark = [pytest.mark.needs_weights, pytest.mark.needs_tts]
 

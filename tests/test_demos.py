@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from speech import compose, tts_wav
 
-from moonshine_live.audio import write_wav
+from moonshine_live.capture.audio import write_wav
 
 pytestmark = [pytest.mark.needs_weights, pytest.mark.needs_tts, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from moonshine_live.dispatcher import DispatchConfig, Dispatcher
+from moonshine_live.commands.dispatcher import DispatchConfig, Dispatcher
 from moonshine_live.errors import ConfigError
 
 TIMEOUT = 5.0

@@ -15,16 +15,16 @@ import pytest
 from conftest import decisions, engine_events
 from speech import tts_wav
 
-from moonshine_live.actions import ActionConfig
-from moonshine_live.audio import SAMPLE_RATE, load_audio
-from moonshine_live.bus import EventBus
-from moonshine_live.commands import CommandConfig, CommandStage
-from moonshine_live.dispatcher import DispatchConfig, Dispatcher
-from moonshine_live.engine import Engine, EngineConfig
+from moonshine_live.capture.audio import SAMPLE_RATE, load_audio
+from moonshine_live.capture.sources import ArraySource
+from moonshine_live.commands.actions import ActionConfig
+from moonshine_live.commands.bus import EventBus
+from moonshine_live.commands.dispatcher import DispatchConfig, Dispatcher
+from moonshine_live.commands.stage import CommandConfig, CommandStage
+from moonshine_live.engine.engine import Engine, EngineConfig
 from moonshine_live.errors import ConfigError
 from moonshine_live.events import CommandEvent, Event, TranscriptEvent
-from moonshine_live.sources import ArraySource
-from moonshine_live.vad import VadConfig
+from moonshine_live.segment.vad import VadConfig
 
 TIMEOUT = 60.0
 COMMANDS = CommandConfig(grammars=("desktop",), actions=ActionConfig(dry_run=True))

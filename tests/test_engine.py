@@ -13,11 +13,11 @@ import pytest
 from conftest import engine_events
 from speech import compose, composed_spans, tts_wav
 
-from moonshine_live.audio import SAMPLE_RATE
-from moonshine_live.engine import Engine, EngineConfig
+from moonshine_live.capture.audio import SAMPLE_RATE
+from moonshine_live.capture.sources import ArraySource
+from moonshine_live.engine.engine import Engine, EngineConfig
 from moonshine_live.events import Event
-from moonshine_live.sources import ArraySource
-from moonshine_live.vad import VadConfig
+from moonshine_live.segment.vad import VadConfig
 
 pytestmark = [pytest.mark.needs_weights, pytest.mark.needs_tts]
 

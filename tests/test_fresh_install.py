@@ -118,6 +118,6 @@ def test_the_demo_runs_from_an_empty_cache_on_a_runtime_install(fresh_venv, tmp_
 
 FIRST_START_LINE = re.compile(r"moonshine-live: [^\n]+ \(once, about [^)]+\)\.\.\. done in \d+ s")
 LOCATE_SAMPLE = (
-    "from moonshine_live.ort_weights import locate_moonshine_cpp_files; "
+    "from moonshine_live.checkpoint.ort_weights import locate_moonshine_cpp_files; "
     "print(locate_moonshine_cpp_files().sample_wav)"
 )

@@ -38,7 +38,7 @@ from moonshine_live.grammar import (
     loads_grammar,
     parse_template,
 )
-from moonshine_live.matcher import Matcher
+from moonshine_live.grammar.matcher import Matcher
 
 GRAMMARS_DIR = Path(__file__).parent.parent / "grammars"
 SHIPPED = sorted(GRAMMARS_DIR.glob("*.toml"))

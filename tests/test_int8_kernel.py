@@ -17,10 +17,10 @@ import pytest
 import torch
 from conftest import require_cpu
 
-from moonshine_live import int8_kernel, kernels
-from moonshine_live.config import DecodeConfig
-from moonshine_live.quantized import Int8WeightLinear, QuantizedTensor
-from moonshine_live.transcriber import Transcriber
+from moonshine_live.accel import int8_kernel, kernels
+from moonshine_live.asr.config import DecodeConfig
+from moonshine_live.asr.transcriber import Transcriber
+from moonshine_live.checkpoint.quantized import Int8WeightLinear, QuantizedTensor
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_the_avx2_build_gives_the_same_sums(kernel, tmp_path):
         f"""
         import sys, torch
         from pathlib import Path
-        from moonshine_live import kernels
+        from moonshine_live.accel import kernels
         path = Path({str(tmp_path / "int8-avx2.so")!r})
         kernels.build(kernels.INT8_LIBRARY, path, arch="haswell")
         torch.ops.load_library(str(path))
@@ -120,7 +120,7 @@ def test_without_amx_the_op_comes_in_its_own_library(kernel, tmp_path):
     code = textwrap.dedent(
         """
         import sys
-        from moonshine_live import amx, int8_kernel, kernels
+        from moonshine_live.accel import amx, int8_kernel, kernels
         amx.cpu_has_amx = lambda: False
         ok = int8_kernel.load_kernel() and not amx.load_kernels()
         ok = ok and kernels.library_path(kernels.INT8_LIBRARY).is_file()
@@ -139,7 +139,7 @@ def test_a_failed_build_leaves_the_decode_to_inductor(kernel, tmp_path):
     code = textwrap.dedent(
         """
         import sys
-        from moonshine_live import amx, int8_kernel, kernels
+        from moonshine_live.accel import amx, int8_kernel, kernels
         amx.cpu_has_amx = lambda: False
         ok = not int8_kernel.load_kernel() and not kernels.has_op("int8_linear")
         sys.exit(0 if ok else 1)

@@ -11,27 +11,31 @@ import pytest
 LIGHT_MODULES = [
     "moonshine_live",
     "moonshine_live.cli",
-    "moonshine_live.shutdown",
-    "moonshine_live.config",
-    "moonshine_live.messages",
+    "moonshine_live.engine.shutdown",
+    "moonshine_live.asr.config",
+    "moonshine_live.asr.transcript",
     "moonshine_live.errors",
-    "moonshine_live.audio",
-    "moonshine_live.ringbuffer",
-    "moonshine_live.vad",
-    "moonshine_live.sources",
-    "moonshine_live.mic",
+    "moonshine_live.capture.audio",
+    "moonshine_live.capture.ringbuffer",
+    "moonshine_live.segment.vad",
+    "moonshine_live.capture.sources",
+    "moonshine_live.capture.mic",
     "moonshine_live.events",
-    "moonshine_live.bus",
-    "moonshine_live.dispatcher",
-    "moonshine_live.commands",
+    "moonshine_live.commands.bus",
+    "moonshine_live.commands.dispatcher",
+    "moonshine_live.commands.stage",
     "moonshine_live.grammar",
-    "moonshine_live.matcher",
-    "moonshine_live.normalize",
-    "moonshine_live.actions",
-    "moonshine_live.model_config",
-    "moonshine_live.memory",
+    "moonshine_live.grammar.matcher",
+    "moonshine_live.grammar.normalize",
+    "moonshine_live.commands.actions",
+    "moonshine_live.model.config",
+    "moonshine_live.accel.memory",
 ]
-GRAMMAR_ONLY = ["moonshine_live.grammar", "moonshine_live.matcher", "moonshine_live.normalize"]
+GRAMMAR_ONLY = [
+    "moonshine_live.grammar",
+    "moonshine_live.grammar.matcher",
+    "moonshine_live.grammar.normalize",
+]
 
 
 def imported_after(modules: list[str]) -> set[str]:

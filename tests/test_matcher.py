@@ -14,7 +14,7 @@ import pytest
 from moonshine_live.errors import ConfigError
 from moonshine_live.grammar import DEFAULT_MODE, Grammar, Intent, iter_examples, load_grammar
 from moonshine_live.grammar import loads_grammar as load_text
-from moonshine_live.matcher import CommandMatch, Matcher, MatcherConfig, Rejected
+from moonshine_live.grammar.matcher import CommandMatch, Matcher, MatcherConfig, Rejected
 
 GRAMMARS_DIR = Path(__file__).parent.parent / "grammars"
 SHIPPED = sorted(GRAMMARS_DIR.glob("*.toml"))

@@ -13,7 +13,7 @@ from conftest import require
 # (mallinfo2().hblkhd grows while it is alive), so it goes back to the OS when freed.
 PROBE = """
 import ctypes, resource, sys
-from moonshine_live.memory import reuse_freed_memory
+from moonshine_live.accel.memory import reuse_freed_memory
 libc = ctypes.CDLL("libc.so.6")
 if sys.argv[1] == "ours":
     applied = reuse_freed_memory()
@@ -75,7 +75,7 @@ def test_control_a_low_threshold_faults_every_round():
 
 
 def test_is_idempotent():
-    from moonshine_live.memory import reuse_freed_memory
+    from moonshine_live.accel.memory import reuse_freed_memory
 
     first = reuse_freed_memory()
     assert reuse_freed_memory() == first

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from speech import compose, tts_wav
 
-from moonshine_live.audio import write_wav
-from moonshine_live.commands import CommandConfig
-from moonshine_live.engine import Engine, EngineConfig
+from moonshine_live.capture.audio import write_wav
+from moonshine_live.capture.mic import CaptureConfig
+from moonshine_live.commands.stage import CommandConfig
+from moonshine_live.engine.engine import Engine, EngineConfig
 from moonshine_live.events import Event
-from moonshine_live.mic import CaptureConfig
 
 pytestmark = [pytest.mark.needs_audio_device, pytest.mark.needs_weights, pytest.mark.needs_tts]
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from conftest import require_module
 
-from moonshine_live.keymap import hf_to_ours, ours_to_hf
-from moonshine_live.model import MIN_SAMPLES, Moonshine, RotaryEmbedding, apply_rotary, num_frames
-from moonshine_live.model_config import MoonshineConfig
+from moonshine_live.checkpoint.keymap import hf_to_ours, ours_to_hf
+from moonshine_live.model.config import MoonshineConfig
+from moonshine_live.model.network import MIN_SAMPLES, Moonshine, num_frames
+from moonshine_live.model.rope import RotaryEmbedding, apply_rotary
 
 pytestmark = pytest.mark.needs_reference
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import require_module
 
 from moonshine_live.errors import ConfigError
-from moonshine_live.model_config import MoonshineConfig
+from moonshine_live.model.config import MoonshineConfig
 
 BASE_FLAT_JSON = {  # transformers 4.x style, as UsefulSensors/moonshine-base publishes it
     "model_type": "moonshine",

@@ -16,13 +16,13 @@ import pytest
 from conftest import decisions, engine_events
 from speech import command_clips, compose, tts_wav
 
-from moonshine_live.actions import ActionConfig
-from moonshine_live.audio import SAMPLE_RATE, load_audio, write_wav
+from moonshine_live.capture.audio import SAMPLE_RATE, load_audio, write_wav
+from moonshine_live.capture.sources import ArraySource
 from moonshine_live.cli import EXIT_OK
-from moonshine_live.commands import CommandConfig
-from moonshine_live.dispatcher import DispatchConfig
-from moonshine_live.engine import Engine, EngineConfig
-from moonshine_live.sources import ArraySource
+from moonshine_live.commands.actions import ActionConfig
+from moonshine_live.commands.dispatcher import DispatchConfig
+from moonshine_live.commands.stage import CommandConfig
+from moonshine_live.engine.engine import Engine, EngineConfig
 
 pytestmark = [pytest.mark.needs_weights, pytest.mark.needs_tts]
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moonshine_live.normalize import is_int, normalize, number_to_words, tokenize
+from moonshine_live.grammar.normalize import is_int, normalize, number_to_words, tokenize
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,8 @@ import pytest
 import torch
 from conftest import require, require_module
 
-from moonshine_live import ort_weights
-from moonshine_live.errors import WeightsError
-from moonshine_live.ort_weights import (
+from moonshine_live.checkpoint import ort_weights
+from moonshine_live.checkpoint.ort_weights import (
     INSTALL_HINT,
     MoonshineCppFiles,
     QuantizedTensor,
@@ -25,6 +24,7 @@ from moonshine_live.ort_weights import (
     read_ort_checkpoint,
     to_safetensors_dict,
 )
+from moonshine_live.errors import WeightsError
 
 BECKETT_IDS = [1, 18274, 1898, 3926, 5229, 29892, 694, 4383, 1018, 1449, 4418, 1449, 4418, 2253]
 BECKETT_IDS += [29889, 2]
@@ -236,7 +236,7 @@ def test_our_ort_reader_agrees_with_onnxruntimes_generated_schema(cpp_files, par
     require_module("onnxruntime")
     from onnxruntime.tools.ort_format_model.ort_flatbuffers_py import fbs
 
-    from moonshine_live import ort_format
+    from moonshine_live.checkpoint import ort_format
 
     data = getattr(cpp_files, part).read_bytes()
     assert ort_format.has_identifier(data)
@@ -283,7 +283,8 @@ def test_reading_ort_files_needs_no_onnxruntime(cpp_files, tmp_path) -> None:
 
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
-        "from moonshine_live.ort_weights import locate_moonshine_cpp_files, read_ort_checkpoint\n"
+        "from moonshine_live.checkpoint.ort_weights import (\n"
+        "    locate_moonshine_cpp_files, read_ort_checkpoint)\n"
         "f = locate_moonshine_cpp_files(); print(len(read_ort_checkpoint(f.encoder, f.decoder)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

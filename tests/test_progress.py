@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from moonshine_live import progress
-from moonshine_live.progress import first_start_step
+from moonshine_live.host import progress
+from moonshine_live.host.progress import first_start_step
 
 
 class Terminal(io.StringIO):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moonshine_live.capture.ringbuffer import BufferOverrunError, RingBuffer
 from moonshine_live.errors import MoonshineLiveError
-from moonshine_live.ringbuffer import BufferOverrunError, RingBuffer
 
 
 def ramp(start: int, count: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from moonshine_live.shutdown import StopOnSignals
+from moonshine_live.engine.shutdown import StopOnSignals
 
 STARTUP_TIMEOUT_S = 300  # a cold start converts the weights and builds the compiled step
 

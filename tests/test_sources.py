@@ -22,16 +22,15 @@ from audio_server import VirtualMic, best_alignment
 from audio_server import virtual_mic as virtual_mic  # the fixture; `as` marks it used
 from speech import tts_wav
 
-import moonshine_live.mic as mic
-from moonshine_live.audio import (
+import moonshine_live.capture.mic as mic
+from moonshine_live.capture.audio import (
     SAMPLE_RATE,
     float32_to_int16,
     int16_to_float32,
     load_audio,
     write_wav,
 )
-from moonshine_live.errors import AudioDeviceError, AudioFormatError, ConfigError
-from moonshine_live.mic import (
+from moonshine_live.capture.mic import (
     CaptureConfig,
     InputDevice,
     MicSource,
@@ -39,7 +38,8 @@ from moonshine_live.mic import (
     list_devices,
     resolve_device,
 )
-from moonshine_live.sources import ArraySource, AudioSource, FileSource
+from moonshine_live.capture.sources import ArraySource, AudioSource, FileSource
+from moonshine_live.errors import AudioDeviceError, AudioFormatError, ConfigError
 
 TIMEOUT = 10.0
 """Upper bound on any single await on a source (seconds)."""

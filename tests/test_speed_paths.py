@@ -24,14 +24,14 @@ import torch._dynamo
 import torch._dynamo.utils
 from speech import command_clips
 
-from moonshine_live.audio import SAMPLE_RATE, load_audio
-from moonshine_live.compiled import CompiledStep
-from moonshine_live.config import DecodeConfig
-from moonshine_live.decoding import DecodeResult, StepFn, decode_step, greedy_decode
+from moonshine_live.accel.compiled import CompiledStep
+from moonshine_live.accel.packaged import PackagedEncoder, PackagedStep
+from moonshine_live.asr.config import DecodeConfig
+from moonshine_live.asr.transcriber import Transcriber
+from moonshine_live.capture.audio import SAMPLE_RATE, load_audio
+from moonshine_live.checkpoint.quantized import Int8Embedding, Int8WeightLinear, QuantizedTensor
 from moonshine_live.errors import ConfigError
-from moonshine_live.packaged import PackagedEncoder, PackagedStep
-from moonshine_live.quantized import Int8Embedding, Int8WeightLinear, QuantizedTensor
-from moonshine_live.transcriber import Transcriber
+from moonshine_live.model.decoding import DecodeResult, StepFn, decode_step, greedy_decode
 
 BECKETT_TOKENS = (18274, 1898, 3926, 5229, 29892, 694, 4383, 1018, 1449, 4418, 1449, 4418, 2253)
 BECKETT_TOKENS += (29889,)
@@ -280,9 +280,9 @@ def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
     code = (
         "import json, logging\n"
         "logging.basicConfig(level=logging.INFO)\n"
-        "from moonshine_live.audio import load_audio\n"
-        "from moonshine_live.config import DecodeConfig\n"
-        "from moonshine_live.transcriber import Transcriber\n"
+        "from moonshine_live.capture.audio import load_audio\n"
+        "from moonshine_live.asr.config import DecodeConfig\n"
+        "from moonshine_live.asr.transcriber import Transcriber\n"
         "t = Transcriber(DecodeConfig(compile=True))\n"
         f"r = t.transcribe(load_audio({str(beckett_path)!r}))\n"
         "import sys\n"
@@ -340,7 +340,7 @@ def test_failed_package_build_keeps_the_jit_step(transcriber, beckett, tmp_path,
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")
     step = CompiledStep(torch.device("cpu"), artifact=blocked / "step.pt2")
-    with caplog.at_level("WARNING", logger="moonshine_live.compiled"):
+    with caplog.at_level("WARNING", logger="moonshine_live.accel.compiled"):
         assert decode(transcriber, beckett, step).tokens == BECKETT_TOKENS
     assert "cannot package the decode step" in caplog.text
     assert step._package is None and step._package_failed and not step.loaded_from_disk
@@ -488,7 +488,7 @@ def test_logit_filter_constrains_greedy_decode(reference, beckett):
 
 def test_probe_library_loads_in_process(tmp_path):
     """The in-process probe accepts a loadable shared library and rejects anything else."""
-    from moonshine_live.compiled import _load_probe_library
+    from moonshine_live.accel.compiled import _load_probe_library
 
     not_a_library = tmp_path / "probe.so"
     not_a_library.write_bytes(b"\x7fELF but not really")
@@ -502,7 +502,7 @@ def test_probe_library_loads_in_process(tmp_path):
 def test_in_process_probes_pick_the_same_vector_isa(tmp_path):
     """Our compiler set-up (probe libraries loaded in process, base ISA taken from the CPU flags)
     picks the vector ISA that inductor's own subprocess probes pick: the same kernels."""
-    from moonshine_live.compiled import use_compile_cache
+    from moonshine_live.accel.compiled import use_compile_cache
 
     use_compile_cache()  # the ISA pick below must see our settings
     from torch._inductor.cpu_vec_isa import pick_vec_isa

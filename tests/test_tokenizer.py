@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moonshine_live.errors import WeightsError
-from moonshine_live.tokenizer import (
+from moonshine_live.model.tokenizer import (
     FIRST_TEXT_ID,
     PIECE_COUNT,
     VOCAB_SIZE,

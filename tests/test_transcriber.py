@@ -25,11 +25,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from speech import command_clips, compose, composed_spans, tts_wav
 
-from moonshine_live.audio import SAMPLE_RATE, load_audio, write_wav
-from moonshine_live.decoding import RepetitionGuard, token_budget
+from moonshine_live.asr.transcriber import FileTranscript, Transcriber
+from moonshine_live.asr.transcript import Transcript
+from moonshine_live.capture.audio import SAMPLE_RATE, load_audio, write_wav
 from moonshine_live.errors import AudioFormatError
-from moonshine_live.messages import Transcript
-from moonshine_live.transcriber import FileTranscript, Transcriber
+from moonshine_live.model.decoding import RepetitionGuard, token_budget
 
 pytestmark = pytest.mark.needs_weights
 
@@ -80,7 +80,7 @@ def hf_model(transcriber: Transcriber):
     require_module("transformers")
     import transformers
 
-    from moonshine_live.weights import read_state_dict
+    from moonshine_live.checkpoint.weights import read_state_dict
 
     directory = transcriber.checkpoint.directory
     model = transformers.MoonshineForConditionalGeneration(
@@ -228,8 +228,8 @@ def test_batch_equals_one_at_a_time(transcriber, beckett, clips) -> None:
 
 FROZEN_CHECK = """
 import gc
-from moonshine_live.config import DecodeConfig
-from moonshine_live.transcriber import Transcriber
+from moonshine_live.asr.config import DecodeConfig
+from moonshine_live.asr.transcriber import Transcriber
 
 transcriber = Transcriber(DecodeConfig(compile=True))
 model = transcriber.model
@@ -546,6 +546,6 @@ def test_every_caller_runs_on_the_one_compute_thread(transcriber, beckett) -> No
     assert len(ran_on) == 1 and threading.get_ident() not in ran_on
     assert all(t.tokens == here.tokens for t in there)
     # the same thread for every transcriber in the process, and for other torch work
-    from moonshine_live.transcriber import on_compute_thread
+    from moonshine_live.asr.transcriber import on_compute_thread
 
     assert on_compute_thread(threading.get_ident) in ran_on

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from speech import command_clips, compose, composed_spans
 
-from moonshine_live.audio import SAMPLE_RATE, float32_to_int16, int16_to_float32, load_audio
+from moonshine_live.capture.audio import SAMPLE_RATE, float32_to_int16, int16_to_float32, load_audio
 from moonshine_live.errors import ConfigError
-from moonshine_live.vad import (
+from moonshine_live.segment.vad import (
     Segmenter,
     SpeechDropped,
     SpeechStarted,

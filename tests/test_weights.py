@@ -10,10 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from moonshine_live import embedded
+from moonshine_live.checkpoint import embedded
+from moonshine_live.checkpoint.weights import (
+    Checkpoint,
+    load_model,
+    read_state_dict,
+    resolve_checkpoint,
+)
 from moonshine_live.errors import WeightsError
-from moonshine_live.model_config import MoonshineConfig
-from moonshine_live.weights import Checkpoint, load_model, read_state_dict, resolve_checkpoint
+from moonshine_live.model.config import MoonshineConfig
 
 pytestmark = pytest.mark.needs_weights
 

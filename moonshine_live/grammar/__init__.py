@@ -2,7 +2,7 @@
 
 The pipeline, one stage per module: `syntax` (template text -> AST), `load` + `resolve`
 (TOML files -> a validated `Grammar` of `schema` records), `compile` (-> token automata),
-`recognize` / `align` (exact and fuzzy matching, used by `moonshine_live.matcher`), `check`
+`recognize` / `align` (exact and fuzzy matching, used by `moonshine_live.grammar.matcher`), `check`
 and `sample` (``grammar check``). Standard library only: no torch, no audio.
 """
 

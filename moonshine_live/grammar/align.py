@@ -33,9 +33,9 @@ from moonshine_live.grammar.compile import (
     Edge,
 )
 from moonshine_live.grammar.fuzzy import similarity
+from moonshine_live.grammar.normalize import is_int
 from moonshine_live.grammar.recognize import Parse, SlotFill
 from moonshine_live.grammar.schema import SlotValue
-from moonshine_live.normalize import is_int
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from moonshine_live.errors import GrammarError
 from moonshine_live.grammar.compile import CompiledGrammar, compile_grammar
 from moonshine_live.grammar.load import PathLike, collect_errors
+from moonshine_live.grammar.normalize import tokenize
 from moonshine_live.grammar.recognize import exact_parses
 from moonshine_live.grammar.sample import examples, iter_examples
 from moonshine_live.grammar.schema import (
@@ -38,7 +39,6 @@ from moonshine_live.grammar.syntax import (
     SlotRef,
     rule_refs,
 )
-from moonshine_live.normalize import tokenize
 
 _LOGGER = logging.getLogger(__name__)
 

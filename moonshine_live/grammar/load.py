@@ -19,6 +19,7 @@ from typing import Any
 
 from moonshine_live.errors import GrammarError
 from moonshine_live.grammar.locate import SourceMap, decode_error, toml_error
+from moonshine_live.grammar.normalize import tokenize
 from moonshine_live.grammar.resolve import Drafts, IntentDraft, Resolver, RuleDraft
 from moonshine_live.grammar.schema import (
     ANY_MODE,
@@ -49,7 +50,6 @@ from moonshine_live.grammar.syntax import (
     rule_refs,
     slot_refs,
 )
-from moonshine_live.normalize import tokenize
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from moonshine_live.grammar.compile import (
     CompiledSentence,
     Edge,
 )
+from moonshine_live.grammar.normalize import is_int
 from moonshine_live.grammar.schema import SlotValue
-from moonshine_live.normalize import is_int
 
 _LOGGER = logging.getLogger(__name__)
 

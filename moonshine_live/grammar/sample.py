@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from moonshine_live.grammar.normalize import number_to_words
 from moonshine_live.grammar.schema import (
     Grammar,
     Intent,
@@ -28,7 +29,6 @@ from moonshine_live.grammar.syntax import (
     SlotRef,
     Word,
 )
-from moonshine_live.normalize import number_to_words
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A template such as ``"(open|launch) [the] {app} [please]"`` is cut into chunks (words, brackets,
 ``|``, ``{slot}``, ``<rule>``), parsed by recursive descent into frozen dataclasses, and its
-literal words are normalised exactly like transcripts (see `moonshine_live.normalize`), so the
+literal words are normalised exactly like transcripts (see `grammar.normalize`), so the
 matcher compares tokens with tokens. Errors are `GrammarError`s whose column points into the
 template (offset by where the template sits in its file).
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from moonshine_live.errors import GrammarError
-from moonshine_live.normalize import tokenize
+from moonshine_live.grammar.normalize import tokenize
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import subprocess
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint.quantized import Int8WeightLinear
 from . import kernels
 from .amx import load_kernels as load_amx_kernels
-from .quantized import Int8WeightLinear
 
 _LOGGER = logging.getLogger(__name__)
 

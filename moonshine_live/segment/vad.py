@@ -22,9 +22,9 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, int16_to_float32
-from .errors import ConfigError
-from .ringbuffer import RingBuffer
+from ..capture.audio import SAMPLE_RATE, int16_to_float32
+from ..capture.ringbuffer import RingBuffer
+from ..errors import ConfigError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 and how long it took; on a terminal, a bar that fills as it goes.
 
 Why: a first start converts the model and compiles for this CPU, minutes on a small machine.
-Without a word it looks hung; as log records ("WARNING moonshine_live.compiled: ...") or torch's
+Without a word it looks hung; as log records ("WARNING moonshine_live...: ...") or torch's
 own warnings it reads as something broken. Later starts load what was built and say nothing.
 """
 

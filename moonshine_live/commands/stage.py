@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError, GrammarError
+from ..events import CommandEvent, ErrorEvent, GrammarLoaded, RejectedEvent, TranscriptEvent
+from ..grammar import DEFAULT_MODE, Grammar, load_grammar
+from ..grammar.matcher import NOTHING_SAID, CommandMatch, Matcher, MatcherConfig
 from .actions import ActionConfig, ActionResult, run_intent
 from .bus import EventBus
-from .errors import ConfigError, GrammarError
-from .events import CommandEvent, ErrorEvent, GrammarLoaded, RejectedEvent, TranscriptEvent
-from .grammar import DEFAULT_MODE, Grammar, load_grammar
-from .matcher import NOTHING_SAID, CommandMatch, Matcher, MatcherConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def shipped_grammar_dirs() -> list[Path]:
     """Where shipped grammars live: the source tree, then the installed data directory."""
     import sys
 
-    here = Path(__file__).resolve().parent
-    return [here.parent / "grammars", Path(sys.prefix) / "share" / "moonshine-live" / "grammars"]
+    package = Path(__file__).resolve().parent.parent
+    return [package.parent / "grammars", Path(sys.prefix) / "share" / "moonshine-live" / "grammars"]
 
 
 def resolve_grammar_path(spec: str) -> Path:

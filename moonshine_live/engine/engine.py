@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, int16_to_float32
-from .bus import EventBus
-from .commands import CommandConfig, CommandStage
-from .config import DecodeConfig
-from .dispatcher import Callback, DispatchConfig, Dispatcher
-from .errors import AudioDeviceError, ConfigError, MoonshineLiveError
-from .events import (
+from ..asr.config import DecodeConfig
+from ..capture.audio import SAMPLE_RATE, int16_to_float32
+from ..capture.mic import CaptureConfig, MicSource
+from ..capture.sources import ArraySource, AudioSource
+from ..commands.bus import EventBus
+from ..commands.dispatcher import Callback, DispatchConfig, Dispatcher
+from ..commands.stage import CommandConfig, CommandStage
+from ..errors import AudioDeviceError, ConfigError, MoonshineLiveError
+from ..events import (
     EVENT_TYPES,
     CommandEvent,
     Dropped,
@@ -39,9 +41,7 @@ from .events import (
     Stopped,
     TranscriptEvent,
 )
-from .mic import CaptureConfig, MicSource
-from .sources import ArraySource, AudioSource
-from .vad import Segmenter, SpeechDropped, SpeechStarted, Utterance, VadConfig
+from ..segment.vad import Segmenter, SpeechDropped, SpeechStarted, Utterance, VadConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class Engine:
         """Load and warm the model (off the loop), then start listening; `ready` is emitted."""
         started = time.monotonic()
         if self._transcriber is None:
-            from .transcriber import Transcriber
+            from ..asr.transcriber import Transcriber
 
             loop = asyncio.get_running_loop()
             self._transcriber = await loop.run_in_executor(

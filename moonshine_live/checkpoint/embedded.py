@@ -17,8 +17,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import WeightsError
-from .progress import first_start_step
+from ..errors import WeightsError
+from ..host.progress import first_start_step
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ def build_default_checkpoint(
     """Convert the wheel's .ort files and tokenizer.bin into `target`, atomically."""
     from safetensors.torch import save_file
 
-    from .model_config import MoonshineConfig
+    from ..model.config import MoonshineConfig
+    from ..model.tokenizer import Tokenizer
     from .ort_weights import locate_moonshine_cpp_files, read_ort_checkpoint, to_safetensors_dict
-    from .tokenizer import Tokenizer
 
     report = progress or _log_progress
     files = locate_moonshine_cpp_files()

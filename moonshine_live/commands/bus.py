@@ -11,8 +11,8 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 
+from ..events import Event
 from .dispatcher import Dispatcher
-from .events import Event
 
 SUBSCRIBER_QUEUE = 1000  # events held for a slow reader before the oldest go
 

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from .model import Moonshine
+from .network import Moonshine
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError, WeightsError
+from ..errors import ConfigError, WeightsError
+from ..model.config import MoonshineConfig
+from ..model.network import Moonshine
 from .keymap import hf_to_ours
-from .model import Moonshine
-from .model_config import MoonshineConfig
 from .quantized import SCALE_SUFFIX, ZERO_POINT_SUFFIX, QuantizedTensor
 
 _LOGGER = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def load_model(
     _materialize_buffers(model, checkpoint.config, device)
     model.fuse_cross_kv()
     if amx_sources:
-        from .amx import use_amx
+        from ..accel.amx import use_amx
 
         use_amx(model, amx_sources)
     return model.eval().requires_grad_(False)
@@ -343,7 +343,7 @@ def _materialize_buffers(
     model: Moonshine, config: MoonshineConfig, device: torch.device | str
 ) -> None:
     """Non-persistent buffers (RoPE tables) were built on meta; rebuild them for real."""
-    from .model import RotaryEmbedding
+    from ..model.rope import RotaryEmbedding
 
     model.encoder.rotary = RotaryEmbedding(config, config.encoder_head_dim).to(device)
     model.decoder.rotary = RotaryEmbedding(config, config.decoder_head_dim).to(device)

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .decoding import decode_step
-from .model import Encoder, Moonshine
+from ..model.decoding import decode_step
+from ..model.network import Encoder, Moonshine
 
 MAX_FRAMES = 16384
 """Longest cross K/V the package accepts (about 390 s of audio; `transcribe_long` cuts files into

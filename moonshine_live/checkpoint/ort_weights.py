@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import WeightsError
 from . import ort_format
-from .errors import WeightsError
 from .quantized import (
     SCALE_SUFFIX,
     TIED_PARAMETERS,

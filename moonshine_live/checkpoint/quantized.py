@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 TIED_PARAMETERS: Mapping[str, str] = {"proj_out.weight": "model.decoder.embed_tokens.weight"}
 """Parameters with no source of their own: the output head reuses the token embedding."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .progress import first_start_step
+from ..host.progress import first_start_step
 
 _LOGGER = logging.getLogger(__name__)
 

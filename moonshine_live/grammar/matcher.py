@@ -16,6 +16,7 @@ from typing import Any
 from moonshine_live.errors import ConfigError
 from moonshine_live.grammar.align import AlignCosts, Aligner
 from moonshine_live.grammar.compile import TEXT, CompiledGrammar, compile_grammar
+from moonshine_live.grammar.normalize import Tokens, tokenize
 from moonshine_live.grammar.recognize import (
     Parse,
     exact_parses,
@@ -23,7 +24,6 @@ from moonshine_live.grammar.recognize import (
     rank_candidates,
 )
 from moonshine_live.grammar.schema import DEFAULT_MODE, Grammar, SlotValue
-from moonshine_live.normalize import Tokens, tokenize
 
 _LOGGER = logging.getLogger(__name__)
 

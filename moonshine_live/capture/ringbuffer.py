@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 
-from .errors import MoonshineLiveError
+from ..errors import MoonshineLiveError
 
 _LOGGER = logging.getLogger(__name__)
 

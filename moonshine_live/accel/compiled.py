@@ -27,9 +27,11 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from .decoding import decode_step
+from ..checkpoint.weights import Checkpoint
+from ..host.progress import first_start_step
+from ..model.decoding import decode_step
+from ..model.network import Encoder, Moonshine
 from .kernels import cpuinfo_flags
-from .model import Encoder, Moonshine
 from .packaged import (
     PackagedEncoder,
     PackagedStep,
@@ -37,18 +39,17 @@ from .packaged import (
     build_package,
     standard_caches,
 )
-from .progress import first_start_step
-from .weights import Checkpoint
 
 _LOGGER = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "compiled"
 """Inductor's cache (kernels, graphs) under `embedded.cache_root()`."""
 STEP_SOURCES = (
-    "decoding.py", "model.py", "quantized.py", "compiled.py", "packaged.py", "amx.py",
-    "int8_kernel.py", "assets/amx_linear.cpp", "assets/int8_gemv.cpp",
+    "model/decoding.py", "model/network.py", "model/rope.py", "checkpoint/quantized.py",
+    "accel/compiled.py", "accel/packaged.py", "accel/amx.py", "accel/int8_kernel.py",
+    "assets/amx_linear.cpp", "assets/int8_gemv.cpp",
 )  # fmt: skip
-"""The modules whose code a compiled step holds: part of the precompiled step's file name."""
+"""The modules (under the package) whose code a compiled step holds: part of its file name."""
 BUILD_EXPECTED_S = 40.0
 """About how long building one package takes (2-core EPYC: encoder 30 s, step 28 s, 2026-12-07)."""
 CUDA_FRAME_BUCKET = 64
@@ -57,7 +58,7 @@ CUDA_FRAME_BUCKET = 64
 
 
 def compile_cache_dir() -> Path:
-    from .embedded import cache_root
+    from ..checkpoint.embedded import cache_root
 
     return cache_root() / CACHE_SUBDIR
 
@@ -153,12 +154,12 @@ def precompiled_step_path(
     weights form, device type, dtype, torch/package version, sources and CPU vector features (a
     package holds machine code: kernels built for one CPU's vector units crash another's, e.g. in
     a shared home directory)."""
-    from . import __version__
+    from .. import __version__
 
     config = checkpoint.config
     sources = hashlib.sha256()
     for module in STEP_SOURCES:  # an edited source (editable install) must not load stale code
-        sources.update((Path(__file__).parent / module).read_bytes())
+        sources.update((Path(__file__).parent.parent / module).read_bytes())
     key = json.dumps(
         [
             dataclasses.asdict(config), str(dtype), device.type, int8,

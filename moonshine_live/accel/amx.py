@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint.quantized import QuantizedTensor
+from ..model.network import ConvAsLinear, Moonshine
 from . import kernels
-from .model import ConvAsLinear, Moonshine
-from .quantized import QuantizedTensor
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Stage 3, speech recognition: `Transcriber` (model + tokenizer + the fastest decode path)."""

@@ -1,0 +1,152 @@
+"""Audio sources: the microphone and a file are the same async iterator of int16 frames.
+
+Every source yields contiguous int16 frames, shape (frame_samples,), at 16 kHz mono, and is
+an async context manager (`async with source: async for frame in source: ...`). `frame_start`
+is the absolute sample index of the frame just returned; it jumps ahead only when a microphone
+consumer fell so far behind that audio was dropped (counted in `dropped_samples`).
+`ArraySource` and `FileSource` live here; the microphone (`MicSource`) is in `mic.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Protocol, Self, runtime_checkable
+
+import numpy as np
+
+from ..errors import ConfigError
+from .audio import FRAME_MS, SAMPLE_RATE, float32_to_int16, load_audio, validate_audio
+
+_LOGGER = logging.getLogger(__name__)
+
+FRAME_MS_CHOICES = (10, 20, 30)  # frame lengths webrtcvad accepts
+
+
+@runtime_checkable
+class AudioSource(Protocol):
+    """An async iterator of contiguous int16 frames, shape (frame_samples,), 16 kHz mono."""
+
+    sample_rate: int
+    frame_samples: int
+    frame_start: int
+    """Absolute sample index of the frame last returned."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    def __aiter__(self) -> Self: ...
+
+    async def __anext__(self) -> np.ndarray: ...
+
+
+class _FrameSource:
+    """Shared plumbing: the context manager and iterator protocol around start() and close()."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, frame_ms: int) -> None:
+        if frame_ms not in FRAME_MS_CHOICES:
+            raise ConfigError(f"frame_ms must be 10, 20 or 30, got {frame_ms!r}")
+        self.frame_ms = frame_ms
+        self.frame_samples = SAMPLE_RATE * frame_ms // 1000
+        self.frame_start = -self.frame_samples  # no frame returned yet
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+
+# --------------------------------------------------------------------------- arrays and files
+
+
+class ArraySource(_FrameSource):
+    """Audio already in memory, as frames; any rate, channels or dtype `validate_audio` takes.
+
+    `realtime=True` paces frames like a microphone (frame k arrives when its last sample would
+    have been captured); otherwise frames come as fast as the consumer takes them. The last
+    frame is padded with zeros to full length.
+    """
+
+    def __init__(
+        self,
+        audio: np.ndarray,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        realtime: bool = False,
+        frame_ms: int = FRAME_MS,
+        name: str = "audio",
+    ) -> None:
+        super().__init__(frame_ms)
+        self.name = name
+        self.realtime = realtime
+        pcm = float32_to_int16(validate_audio(audio, sample_rate, name=name))
+        self.num_samples = len(pcm)
+        self.num_frames = -(-len(pcm) // self.frame_samples)
+        self._pcm = np.zeros(self.num_frames * self.frame_samples, dtype=np.int16)
+        self._pcm[: len(pcm)] = pcm
+        self._pcm.flags.writeable = False  # frames are views; nobody may change them
+        self._index = 0
+        self._started_at: float | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+    async def start(self) -> None:
+        """Rewind to the first frame (a realtime clock starts with it)."""
+        self._index = 0
+        self._started_at = asyncio.get_running_loop().time()
+        self.frame_start = -self.frame_samples
+
+    async def close(self) -> None:
+        self._index = self.num_frames
+
+    async def __anext__(self) -> np.ndarray:
+        if self._started_at is None:
+            await self.start()
+        if self._index >= self.num_frames:
+            raise StopAsyncIteration
+        if self.realtime:
+            assert self._started_at is not None
+            due = self._started_at + (self._index + 1) * self.frame_ms / 1000
+            await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+        else:
+            await asyncio.sleep(0)  # a fast source still lets other tasks run
+        start = self._index * self.frame_samples
+        self._index += 1
+        self.frame_start = start
+        return self._pcm[start : start + self.frame_samples]
+
+
+class FileSource(ArraySource):
+    """A sound file (WAV, FLAC, OGG... any rate or channels) as frames, like `ArraySource`.
+
+    The file is read and converted when the source is built; errors name the file.
+    """
+
+    def __init__(
+        self, path: str | Path, *, realtime: bool = False, frame_ms: int = FRAME_MS
+    ) -> None:
+        self.path = Path(path)
+        super().__init__(
+            load_audio(self.path), realtime=realtime, frame_ms=frame_ms, name=str(path)
+        )

@@ -1,0 +1,1 @@
+"""The Moonshine network (nn.Modules only), its decode step and its vocabulary."""

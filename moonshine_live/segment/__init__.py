@@ -1,0 +1,1 @@
+"""Stage 2, segmenting: frames into utterances (voice activity, pauses, hangover)."""
