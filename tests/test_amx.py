@@ -26,7 +26,12 @@ from moonshine_live.accel import amx
 from moonshine_live.asr.config import DecodeConfig
 from moonshine_live.asr.transcriber import Transcriber
 from moonshine_live.checkpoint.quantized import QuantizedTensor
-from moonshine_live.checkpoint.weights import load_model, read_state_dict, resolve_checkpoint
+from moonshine_live.checkpoint.weights import (
+    Checkpoint,
+    load_model,
+    read_state_dict,
+    resolve_checkpoint,
+)
 from moonshine_live.model.network import ConvAsLinear, _conv_as_matmul
 
 
@@ -205,11 +210,16 @@ def test_a_failed_build_keeps_the_float_path(monkeypatch, tmp_path, caplog):
     assert not (tmp_path / "amx.so").exists()
 
 
+def with_amx(model: nn.Module, checkpoint: Checkpoint) -> nn.Module:
+    amx.use_amx_from(model, checkpoint)
+    return model
+
+
 def test_a_float_checkpoint_has_nothing_to_swap(kernels, tmp_path):
     """AMX runs the checkpoint's own int8 tensors; a float32 checkpoint keeps float GEMMs and
     says so (`in_use`, hence the `ready` event's `amx`)."""
     source = resolve_checkpoint(None)
-    assert amx.in_use(load_model(source, amx=True))
+    assert amx.in_use(with_amx(load_model(source), source))
     float_dir = tmp_path / "float"
     float_dir.mkdir()
     state = read_state_dict(source.weights_path)
@@ -217,7 +227,8 @@ def test_a_float_checkpoint_has_nothing_to_swap(kernels, tmp_path):
               str(float_dir / "model.safetensors"))  # fmt: skip
     for name in ("config.json", "tokenizer.json"):
         shutil.copy(source.directory / name, float_dir / name)
-    model = load_model(resolve_checkpoint(float_dir), amx=True)
+    float_checkpoint = resolve_checkpoint(float_dir)
+    model = with_amx(load_model(float_checkpoint), float_checkpoint)
     assert not amx.in_use(model)
     assert type(model.encoder.layers[0].mlp.fc1) is nn.Linear
 

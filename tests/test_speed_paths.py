@@ -488,7 +488,7 @@ def test_logit_filter_constrains_greedy_decode(reference, beckett):
 
 def test_probe_library_loads_in_process(tmp_path):
     """The in-process probe accepts a loadable shared library and rejects anything else."""
-    from moonshine_live.accel.compiled import _load_probe_library
+    from moonshine_live.accel.inductor import _load_probe_library
 
     not_a_library = tmp_path / "probe.so"
     not_a_library.write_bytes(b"\x7fELF but not really")
@@ -502,7 +502,7 @@ def test_probe_library_loads_in_process(tmp_path):
 def test_in_process_probes_pick_the_same_vector_isa(tmp_path):
     """Our compiler set-up (probe libraries loaded in process, base ISA taken from the CPU flags)
     picks the vector ISA that inductor's own subprocess probes pick: the same kernels."""
-    from moonshine_live.accel.compiled import use_compile_cache
+    from moonshine_live.accel.inductor import use_compile_cache
 
     use_compile_cache()  # the ISA pick below must see our settings
     from torch._inductor.cpu_vec_isa import pick_vec_isa

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint.quantized import QuantizedTensor
+from ..checkpoint.weights import Checkpoint, read_int8
 from ..model.network import ConvAsLinear, Moonshine
 from . import kernels
 
@@ -137,6 +138,23 @@ def in_use(model: nn.Module) -> bool:
 
 def fits(in_features: int, out_features: int) -> bool:
     return in_features > 0 and out_features % BLOCK == 0
+
+
+def takes(name: str) -> bool:
+    """Whether the int8 tensor of that name (ours) is one `use_amx` can run: the encoder's and
+    the cross K/V projections'."""
+    return (
+        name.startswith("encoder.")
+        or ".cross_attn.k_proj." in name
+        or ".cross_attn.v_proj." in name
+    )
+
+
+def use_amx_from(model: Moonshine, checkpoint: Checkpoint) -> int:
+    """`use_amx` with the checkpoint's own int8 tensors (after `load_kernels()` succeeded)."""
+    swapped = use_amx(model, read_int8(checkpoint, takes))
+    model.eval().requires_grad_(False)
+    return swapped
 
 
 def use_amx(model: Moonshine, quantized: Mapping[str, QuantizedTensor]) -> int:

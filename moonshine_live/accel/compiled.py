@@ -12,12 +12,10 @@ counts padded to buckets so that a few recordings serve all."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import hashlib
 import json
 import logging
-import os
 import platform
 import weakref
 from collections.abc import Callable
@@ -28,10 +26,11 @@ import torch
 from torch import Tensor
 
 from ..checkpoint.weights import Checkpoint
-from ..host.progress import first_start_step
+from ..host.cache import artifact_dir, load_or_build
+from ..host.cpu import cpu_vector_features
 from ..model.decoding import decode_step
 from ..model.network import Encoder, Moonshine
-from .kernels import cpuinfo_flags
+from .inductor import use_compile_cache
 from .packaged import (
     PackagedEncoder,
     PackagedStep,
@@ -42,8 +41,6 @@ from .packaged import (
 
 _LOGGER = logging.getLogger(__name__)
 
-CACHE_SUBDIR = "compiled"
-"""Inductor's cache (kernels, graphs) under `embedded.cache_root()`."""
 STEP_SOURCES = (
     "model/decoding.py", "model/network.py", "model/rope.py", "checkpoint/quantized.py",
     "accel/compiled.py", "accel/packaged.py", "accel/amx.py", "accel/int8_kernel.py",
@@ -55,92 +52,6 @@ BUILD_EXPECTED_S = 40.0
 CUDA_FRAME_BUCKET = 64
 """CUDA graphs need fixed shapes: cross K/V are padded to a multiple of this many frames
 (about 1.5 s of audio), so a 20 s chunk needs at most 14 recorded graphs."""
-
-
-def compile_cache_dir() -> Path:
-    from ..checkpoint.embedded import cache_root
-
-    return cache_root() / CACHE_SUBDIR
-
-
-def use_compile_cache(directory: Path | None = None) -> Path:
-    """Point inductor's on-disk caches at our cache directory unless the user chose one.
-
-    Inductor fills in its default (a per-user temp directory) when dynamo is first imported, so
-    a value equal to that default counts as not chosen.
-    """
-    import torch._inductor.config
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if not current or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory or compile_cache_dir())
-    os.environ.setdefault(
-        "TRITON_CACHE_DIR", str(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / "triton")
-    )
-    if os.environ.get("TORCHINDUCTOR_VEC_ISA_OK") is None:
-        # Inductor otherwise proves each CPU vector ISA on every start by building and loading a
-        # probe library in a subprocess (2-3 s); the CPU's own feature flags already say which
-        # ISAs exist, and a build that fails anyway falls back to the eager step.
-        torch._inductor.config.cpp.vec_isa_ok = True
-        _probe_libraries_in_process()
-    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
-
-
-def _probe_libraries_in_process() -> None:
-    """Load inductor's AVX-512 VNNI / AMX / BF16 probe libraries here, not in child Pythons.
-
-    `vec_isa_ok` covers only the base ISA; each extension is still proven by building a tiny
-    library (cached after the first start) and loading it in a new Python process, about 0.1 s
-    apiece and 0.5-0.8 s of every warm start (2026-12-01). Loading it in this process is the
-    same check: the CPU flags were already read, and loading runs none of the probe's code.
-    A torch without this private hook keeps its own probes.
-    """
-    from torch._inductor import cpu_vec_isa
-
-    isa_class = getattr(cpu_vec_isa, "VecISA", None)
-    if isa_class is not None and hasattr(isa_class, "_probe_load"):
-        isa_class._probe_load = _load_probe_library
-
-
-def _load_probe_library(isa: object, output_path: str) -> bool:
-    """`VecISA._probe_load` without the child process: whether the library loads."""
-    try:
-        ctypes.CDLL(output_path)
-    except OSError:
-        return False
-    return True
-
-
-VECTOR_FLAGS = (
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512dq",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-    "asimd",
-    "sve",
-)
-"""CPU features that decide which vector kernels inductor writes (Linux `/proc/cpuinfo` names)."""
-
-
-def cpu_vector_features() -> str:
-    """This CPU's vector features, read from the OS without importing inductor (whose own ISA
-    pick builds probe libraries): equal features mean inductor picks the same kernels."""
-    present = cpuinfo_flags()
-    if present is None:
-        return platform.processor()
-    return " ".join(flag for flag in VECTOR_FLAGS if flag in present)
 
 
 def precompiled_step_path(
@@ -170,7 +81,7 @@ def precompiled_step_path(
         default=str,
     )  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return compile_cache_dir() / f"{part}-{digest}.pt2"
+    return artifact_dir() / f"{part}-{digest}.pt2"
 
 
 def _NO_TENSOR() -> None:
@@ -181,26 +92,18 @@ def _NO_TENSOR() -> None:
 Package = TypeVar("Package")
 
 
-def load_or_build(
+def _load_or_build(
     artifact: Path,
     what: str,
     load: Callable[[], Package],
     build: Callable[[], None],
     fallback: str,
 ) -> tuple[Package | None, bool]:
-    """(package, from disk): `artifact` loaded if usable, else built (saved atomically for the
-    next start) and loaded; None when building fails, and the caller keeps its slower path."""
-    if artifact.is_file():
-        try:
-            return load(), True
-        except Exception as exc:  # stale, foreign or corrupt: rebuild it
-            _LOGGER.info("cannot load %s (%s); compiling again", artifact, exc)
-    _LOGGER.info("compiling the %s into %s", what, artifact)
+    """`host.cache.load_or_build`, or (None, False) with a warning when building fails (no
+    compiler, export limits...): the caller keeps its slower path, which still works."""
     try:
-        with first_start_step(f"compiling the {what} for this CPU", BUILD_EXPECTED_S):
-            build()
-        return load(), False
-    except Exception as exc:  # no compiler, export limits...: the slower path still works
+        return load_or_build(artifact, what, load, build, BUILD_EXPECTED_S)
+    except Exception as exc:
         _LOGGER.warning("cannot package the %s (%s); %s", what, exc, fallback)
         return None, False
 
@@ -266,7 +169,7 @@ class CompiledStep:
     def _load_or_build_package(self, model: Moonshine, tokens: Tensor, input_pos: Tensor) -> None:
         assert self.artifact is not None
         artifact = self.artifact
-        self._package, self.loaded_from_disk = load_or_build(
+        self._package, self.loaded_from_disk = _load_or_build(
             artifact,
             "decode step",
             lambda: PackagedStep(artifact, model),
@@ -320,7 +223,7 @@ class CompiledEncoder:
         return self.encoder(x, key_mask)
 
     def _load_or_build(self, x: Tensor) -> None:
-        self._package, self.loaded_from_disk = load_or_build(
+        self._package, self.loaded_from_disk = _load_or_build(
             self.artifact,
             "encoder",
             lambda: PackagedEncoder(self.artifact, self.encoder),

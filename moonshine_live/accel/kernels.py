@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import platform
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +22,9 @@ from pathlib import Path
 
 import torch
 
-from ..host.progress import first_start_step
+from ..host.cache import artifact_dir
+from ..host.cache import load_or_build as load_or_build_artifact
+from ..host.cpu import cpu_flags, cpu_vector_features
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -49,27 +50,8 @@ AMX_LIBRARY = Library(
     ("amx_linear", "amx_pack", "int8_linear"),
 )
 INT8_LIBRARY = Library("int8-linear", ("int8_gemv.cpp",), ("avx2", "fma"), ("int8_linear",))
-
-
-def cpuinfo_flags() -> frozenset[str] | None:
-    """The CPU's feature flags as Linux lists them (`flags` on x86, `Features` on ARM); None
-    where there is no /proc/cpuinfo or no such line."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return None
-
-
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags (empty off Linux x86-64, where no library is built)."""
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return frozenset()
-    return cpuinfo_flags() or frozenset()
+BUILD_EXPECTED_S = 15.0
+"""About how long g++ takes for one library (2-core EPYC, 2026-12-07)."""
 
 
 def supported(library: Library) -> bool:
@@ -83,8 +65,6 @@ def has_op(name: str) -> bool:
 
 def library_path(library: Library) -> Path:
     """Where `library` built from these sources, for this torch and CPU, is kept."""
-    from .compiled import compile_cache_dir, cpu_vector_features
-
     key = hashlib.sha256()
     for part in (
         *(source.read_bytes() for source in library.source_paths()),
@@ -92,25 +72,19 @@ def library_path(library: Library) -> Path:
         cpu_vector_features().encode(),
     ):
         key.update(part)
-    return compile_cache_dir() / f"{library.name}-{key.hexdigest()[:16]}.so"
+    return artifact_dir() / f"{library.name}-{key.hexdigest()[:16]}.so"
 
 
 def load_or_build(library: Library, path: Path) -> None:
-    """Load the library at `path`, building it first if it is missing, and once more if the
-    cached file does not load (a damaged or truncated cache). Raises OSError, RuntimeError or
-    SubprocessError when it cannot."""
-    if path.exists():
-        try:
-            torch.ops.load_library(str(path))
-            return
-        except OSError as exc:
-            _LOGGER.warning("rebuilding the %s kernels: %s does not load (%s)", library.name,
-                            path, exc)  # fmt: skip
-            path.unlink(missing_ok=True)
-    _LOGGER.info("compiling the %s kernels into %s", library.name, path)
-    with first_start_step(f"compiling the {library.name} kernels for this CPU", 15):
-        build(library, path)
-    torch.ops.load_library(str(path))
+    """Load the library at `path`, building it first if it is missing or does not load (a
+    damaged or truncated cache). Raises OSError, RuntimeError or SubprocessError when it cannot."""
+    load_or_build_artifact(
+        path,
+        f"{library.name} kernels",
+        lambda: torch.ops.load_library(str(path)),
+        lambda: build(library, path),
+        BUILD_EXPECTED_S,
+    )
 
 
 def build(library: Library, path: Path, arch: str = "native") -> None:

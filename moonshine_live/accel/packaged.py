@@ -126,7 +126,7 @@ def build_package(model: Moonshine, tokens: Tensor, input_pos: Tensor, path: Pat
     import torch._inductor
     import torch._inductor.inductor_prims  # registers the prim `quantized._stored` uses
 
-    from .compiled import use_compile_cache
+    from .inductor import use_compile_cache
 
     if not standard_caches(model):
         raise ValueError("a package is built on batch-1 caches of the model's maximum length")
@@ -203,7 +203,7 @@ def load_package(path: Path, module: nn.Module) -> tuple[object, dict[str, Tenso
 def build_encoder_package(encoder: Encoder, features: Tensor, path: Path) -> None:
     """Export the encoder's layers for one utterance (features [1, T, hidden] as the example,
     T dynamic) and compile them into a package at `path`."""
-    from .compiled import use_compile_cache
+    from .inductor import use_compile_cache
 
     use_compile_cache()
     frames = torch.export.Dim("frames", min=MIN_FRAMES, max=MAX_FRAMES)

@@ -22,7 +22,7 @@ import torch
 
 from ..accel import kernels
 from ..accel.amx import in_use as amx_in_use
-from ..accel.amx import load_kernels
+from ..accel.amx import load_kernels, use_amx_from
 from ..accel.compiled import CompiledEncoder, CompiledStep, precompiled_step_path
 from ..accel.int8_kernel import load_kernel as load_int8_kernel
 from ..accel.int8_kernel import use_int8_kernel
@@ -163,9 +163,11 @@ class Transcriber:
         # AMX goes with the int8 decoder: the same exact int8 weights, on the CPU, compiled
         self.amx = int8 and self.compile and load_kernels()
         self.model = load_model(
-            self.checkpoint, self.device, self.dtype, INT8_PARTS if int8 else (), self.amx
+            self.checkpoint, self.device, self.dtype, INT8_PARTS if int8 else ()
         )
-        self.amx = self.amx and amx_in_use(self.model)
+        self.amx = (
+            self.amx and use_amx_from(self.model, self.checkpoint) > 0 and amx_in_use(self.model)
+        )
         # the op serves eager steps as well as compiled ones
         self.int8_kernel = int8 and load_int8_kernel() and use_int8_kernel(self.model) > 0
         self.tokenizer = Tokenizer.from_file(self.checkpoint.tokenizer_path)

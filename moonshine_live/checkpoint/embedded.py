@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import WeightsError
+from ..host.cache import cache_root
 from ..host.progress import first_start_step
 
 _LOGGER = logging.getLogger(__name__)
@@ -25,14 +26,6 @@ _LOGGER = logging.getLogger(__name__)
 MANIFEST_FILE = "moonshine-live.json"
 MANIFEST_FORMAT = 1
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-
-
-def cache_root() -> Path:
-    """$MOONSHINE_LIVE_CACHE, else $XDG_CACHE_HOME/moonshine-live, else ~/.cache/moonshine-live."""
-    if os.environ.get("MOONSHINE_LIVE_CACHE"):
-        return Path(os.environ["MOONSHINE_LIVE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "moonshine-live"
 
 
 def default_checkpoint_dir() -> Path:

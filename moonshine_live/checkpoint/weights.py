@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ INT8_PARTS = ("self_attn", "cross_q_o", "fc1", "fc2", "head")
 tied output head (which is also the token embedding). The cross-attention k/v projections run
 once per utterance on every frame (a real matrix product) and the encoder's linears are
 compute-bound: those stay float, where MKL's GEMM beats any dequantizing kernel, unless the CPU has
-AMX tiles, where `amx.AmxLinear` runs them from the same int8 tensors (`load_model(amx=True)`).
+AMX tiles, where `accel.amx.AmxLinear` runs them from the same int8 tensors (`read_int8`).
 
 Measured 2026-12-01 (2-core Xeon, 2 threads, one row, each weight read once per call as in a
 decode step, inside one compiled graph, microseconds per linear):
@@ -199,19 +200,16 @@ def load_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     int8_parts: tuple[str, ...] = (),
-    amx: bool = False,
 ) -> Moonshine:
     """Build on the meta device and assign the checkpoint's tensors (no double allocation).
 
     `int8_parts` (see `INT8_PARTS`; CPU float32 only) keep those linears as `Int8WeightLinear`s
     holding the checkpoint's own int8 tensors, never expanded to float: bit-identical weights
-    in a quarter of the memory. Parts the checkpoint stores as float stay float. `amx` (after
-    `amx.load_kernels()` succeeded) runs the encoder's products and the cross K/V prefill on
-    AMX tiles from the int8 tensors (`amx.use_amx`).
+    in a quarter of the memory. Parts the checkpoint stores as float stay float. Speed paths
+    (AMX, the int8 op, compiled packages) are applied to the loaded model by `accel`.
     """
     path = checkpoint.weights_path
     flat = read_flat(path)
-    amx_sources = _amx_sources(flat, path) if amx else {}
     with torch.device("meta"):
         model = Moonshine(checkpoint.config)
     int8_q = _use_int8_modules(model, flat, int8_parts, path)
@@ -233,10 +231,6 @@ def load_model(
     model.load_state_dict(state, strict=True, assign=True)
     _materialize_buffers(model, checkpoint.config, device)
     model.fuse_cross_kv()
-    if amx_sources:
-        from ..accel.amx import use_amx
-
-        use_amx(model, amx_sources)
     return model.eval().requires_grad_(False)
 
 
@@ -250,15 +244,11 @@ def _stored_int8(flat: dict[str, torch.Tensor], path: Path) -> dict[str, Quantiz
         raise WeightsError(f"{path}: bad quantized tensors: {exc}") from None
 
 
-def _amx_sources(flat: dict[str, torch.Tensor], path: Path) -> dict[str, QuantizedTensor]:
-    """{our name: int8 tensor} for what `amx.use_amx` can take: the encoder and cross K/V."""
-    return {
-        name: tensor
-        for name, tensor in _stored_int8(flat, path).items()
-        if name.startswith("encoder.")
-        or ".cross_attn.k_proj." in name
-        or ".cross_attn.v_proj." in name
-    }
+def read_int8(checkpoint: Checkpoint, wanted: Callable[[str], bool]) -> dict[str, QuantizedTensor]:
+    """{our name: int8 tensor with its scale and zero point} the checkpoint stores, for the
+    names `wanted` keeps (for a speed path that runs the int8 values themselves)."""
+    path = checkpoint.weights_path
+    return {name: q for name, q in _stored_int8(read_flat(path), path).items() if wanted(name)}
 
 
 def _use_int8_modules(
