@@ -243,6 +243,14 @@ class MicSource(_FrameSource):
         self.device_rate = self.device_channels = 0
         self.blocks = self.device_overflows = self.overruns = self.dropped_samples = 0
 
+    realtime = True
+    reopenable = True
+
+    @property
+    def description(self) -> str:
+        device = self.config.device
+        return f"mic:{device if device is not None else 'default'}"
+
     @property
     def running(self) -> bool:
         return self._stream is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
@@ -32,6 +33,13 @@ class AudioSource(Protocol):
     frame_samples: int
     frame_start: int
     """Absolute sample index of the frame last returned."""
+    realtime: bool
+    """Frames come at the pace of speech (a consumer that falls behind loses audio); False: as
+    fast as they are taken (the engine then waits for the model instead of dropping)."""
+    reopenable: bool
+    """After an `AudioDeviceError` mid-stream, starting again may work (a microphone)."""
+    description: str
+    """For people and the `ready` event: "mic:default", "file:command.wav"."""
 
     async def start(self) -> None: ...
 
@@ -50,6 +58,8 @@ class _FrameSource:
     """Shared plumbing: the context manager and iterator protocol around start() and close()."""
 
     sample_rate = SAMPLE_RATE
+    realtime = True
+    reopenable = False
 
     def __init__(self, frame_ms: int) -> None:
         if frame_ms not in FRAME_MS_CHOICES:
@@ -73,6 +83,29 @@ class _FrameSource:
 
     def __aiter__(self) -> Self:
         return self
+
+
+@dataclass(frozen=True)
+class SourceTraits:
+    """What a source can do, with the defaults for a source written before it said so."""
+
+    realtime: bool = True
+    reopenable: bool = False
+    description: str = "audio"
+
+    @classmethod
+    def of(cls, source: object) -> SourceTraits:
+        return cls(
+            realtime=bool(getattr(source, "realtime", True)),
+            reopenable=bool(getattr(source, "reopenable", False)),
+            description=str(
+                getattr(source, "description", f"file:{getattr(source, 'name', 'audio')}")
+            ),
+        )
+
+
+def _name_of(source: object) -> str:
+    return str(getattr(source, "name", "audio"))
 
 
 # --------------------------------------------------------------------------- arrays and files
@@ -106,6 +139,10 @@ class ArraySource(_FrameSource):
         self._pcm.flags.writeable = False  # frames are views; nobody may change them
         self._index = 0
         self._started_at: float | None = None
+
+    @property
+    def description(self) -> str:
+        return f"file:{self.name}"
 
     @property
     def duration_s(self) -> float:

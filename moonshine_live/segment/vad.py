@@ -126,6 +126,9 @@ class Utterance:
     reason: UtteranceReason
     """Why it ended: "silence" (hangover), "max_length" (cut, more follows), "end_of_stream"
     (`force_end`), "gap" (the source skipped samples)."""
+    post_roll_samples: int = 0
+    """Trailing silence kept after the last voiced sample (ended by silence only): the speech
+    itself ends at `end_sample - post_roll_samples`."""
 
     @property
     def start_s(self) -> float:
@@ -215,6 +218,16 @@ class Segmenter:
     def silence_ms(self) -> int:
         """Silence since speech was last confirmed in the utterance in progress (0 when idle)."""
         return self._silent_frames * self.config.frame_ms if self.in_speech else 0
+
+    @property
+    def post_roll_samples(self) -> int:
+        """`VadConfig.post_roll_ms` in samples: the silence an utterance keeps after speech."""
+        return SAMPLE_RATE * self.config.post_roll_ms // 1000
+
+    @property
+    def closing_end(self) -> int:
+        """Where the utterance in progress would end if silence closed it now."""
+        return self._speech_end + self.post_roll_samples
 
     @property
     def position(self) -> int:
@@ -319,8 +332,7 @@ class Segmenter:
     def _finish(self, reason: UtteranceReason) -> list[VadEvent]:
         """Close the utterance in progress: emit it (or drop it when too short), go idle."""
         assert self._utt_start is not None
-        post_roll = SAMPLE_RATE * self.config.post_roll_ms // 1000
-        end = max(self._utt_start, min(self._speech_end + post_roll, self.position))
+        end = max(self._utt_start, min(self.closing_end, self.position))
         start, self._utt_start = self._utt_start, None
         self._window.clear()
         span_ms = (self._speech_end - self._speech_start) * 1000 / SAMPLE_RATE
@@ -344,4 +356,5 @@ class Segmenter:
 
     def _utterance(self, start: int, end: int, reason: UtteranceReason) -> Utterance:
         audio = int16_to_float32(self.ring.read(start, end))
-        return Utterance(audio, start, end, reason)
+        post_roll = self.post_roll_samples if reason == "silence" else 0
+        return Utterance(audio, start, end, reason, post_roll)
