@@ -48,9 +48,9 @@ class Ready(Event):
     compiled_from_cache: bool = False
     """The compiled step was loaded from the on-disk cache (a warm start)."""
     amx: bool = False
-    """The encoder's products run on AMX tiles (`amx.py`); False: float32 GEMMs."""
+    """The encoder's products run on AMX tiles (`accel/amx.py`); False: float32 GEMMs."""
     int8_kernel: bool = False
-    """The decode step's int8 linears run our prefetching op (`int8_kernel.py`); False:
+    """The decode step's int8 linears run our prefetching op (`accel/int8_kernel.py`); False:
     inductor's kernels (or float weights)."""
 
 

@@ -1,6 +1,6 @@
 """Runtime knobs as frozen dataclasses, validated once; change one with `dataclasses.replace`.
 
-The model's own shape is not here: it comes with the checkpoint (`model_config.MoonshineConfig`).
+The model's own shape is not here: it comes with the checkpoint (`model.config.MoonshineConfig`).
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def decode_step(
     """One decoder step and its greedy choice: tokens [B, 1] at input_pos [1] -> (next token [B],
     its log-probability [B]); `allowed` [B, vocab] (bool) masks the logits first.
 
-    The single function `compiled.py` compiles: choosing inside the step saves a pass over the
+    The single function `accel/compiled.py` compiles: choosing inside the step saves a pass over the
     logits, and shapes never change between steps. `attend_to` (`Decoder.forward`) is for the
     packaged step, where it is a dynamic size.
     """
