@@ -32,7 +32,7 @@ from moonshine_live.checkpoint.weights import (
     read_state_dict,
     resolve_checkpoint,
 )
-from moonshine_live.model.network import ConvAsLinear, _conv_as_matmul
+from moonshine_live.model.network import _conv_as_matmul
 
 
 @pytest.fixture
@@ -240,7 +240,7 @@ def test_conv_windows_as_a_view_give_the_copied_windows_result(kernels):
     conv = torch.nn.Conv1d(64, 32, 7, stride=3)
     weight = QuantizedTensor(quantized(32, 64 * 7, seed=10).q.view(32, 64, 7), 0.01, 4.0)
     taps_major = QuantizedTensor(weight.q.transpose(1, 2).contiguous(), 0.01, 4.0)
-    as_linear = ConvAsLinear(amx.AmxLinear.from_quantized([taps_major]), 7, 3)
+    as_linear = amx.ConvAsLinear(amx.AmxLinear.from_quantized([taps_major]), 7, 3)
     x = torch.randn(1, 100, 64, generator=torch.Generator().manual_seed(11))
     copied = x.unfold(1, 7, 3).flatten(2).contiguous()  # [1, 32, 64 * 7], channel-major
     expected = amx.AmxLinear.from_quantized([weight])(copied)

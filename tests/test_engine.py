@@ -164,3 +164,18 @@ async def test_thirty_minutes_without_memory_growth_and_nothing_lost(transcriber
     warm = samples[len(samples) // 4]  # after allocator warm-up
     growth = max(samples[len(samples) // 4 :]) - warm
     assert growth < 8.0, f"RSS grew {growth:.1f} MB over 30 minutes of audio"
+
+
+async def test_two_engines_share_one_transcriber(transcriber, clips) -> None:
+    """One warm model, two pipelines at once (each its own source and events): every engine
+    gets exactly the transcripts it gets alone."""
+    first = compose([0.8, clips[0], 1.2, clips[1], 1.2], noise_db=-50)
+    second = compose([0.5, clips[2], 1.0, clips[4], 1.0, clips[5], 1.2], noise_db=-50)
+
+    def texts(events: list[Event]) -> list[str]:
+        return [e.text for e in of_type(events, "transcript")]
+
+    alone = [texts(await run_engine(audio, transcriber)) for audio in (first, second)]
+    together = await asyncio.gather(*(run_engine(a, transcriber) for a in (first, second)))
+    assert [texts(events) for events in together] == alone
+    assert [len(t) for t in alone] == [2, 3], alone

@@ -187,6 +187,38 @@ def test_beckett_ids_and_text(transcriber: Transcriber, beckett: np.ndarray) -> 
     assert math.isfinite(result.avg_logprob) and result.avg_logprob < 0
 
 
+class ForcedTokens:
+    """A `LogitFilter` that allows exactly one token sequence, then end-of-text."""
+
+    def __init__(self, ids: list[int], vocab_size: int, eos_id: int) -> None:
+        self.table = torch.zeros(len(ids) + 1, vocab_size, dtype=torch.bool)
+        for position, token in enumerate([*ids, eos_id]):
+            self.table[position, token] = True
+
+    def initial_state(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        return torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def allowed(self, state: torch.Tensor) -> torch.Tensor:
+        return self.table[state.clamp(max=len(self.table) - 1)]
+
+    def advance(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return state + 1
+
+
+def test_a_constraint_applies_to_its_utterance_only(beckett: np.ndarray) -> None:
+    """`constraint` is per utterance: the same transcriber decodes what it allows for one call
+    and freely for the next (how pipelines with different grammars share one model)."""
+    from moonshine_live.asr.config import DecodeConfig
+
+    shared = Transcriber(DecodeConfig(compile=False), warm_up=False)
+    ids = shared.tokenizer.encode("open firefox")
+    forced = ForcedTokens(ids, shared.model.config.vocab_size, shared.tokenizer.eos_id)
+    constrained = shared.transcribe(beckett, constraint=forced)
+    assert constrained.tokens == tuple(ids) and constrained.text == "open firefox"
+    assert constrained.stop_reason == "eos"
+    assert shared.transcribe(beckett).text == BECKETT_TEXT
+
+
 @pytest.mark.needs_reference
 @pytest.mark.needs_tts
 @pytest.mark.parametrize("index", range(CLIP_COUNT))

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..checkpoint.quantized import QuantizedTensor
 from ..checkpoint.weights import Checkpoint, read_int8
-from ..model.network import ConvAsLinear, Moonshine
+from ..model.network import Moonshine
 from . import kernels
 
 _LOGGER = logging.getLogger(__name__)
@@ -129,6 +129,24 @@ class AmxLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, amx"
+
+
+class ConvAsLinear(nn.Module):
+    """A conv (no padding or dilation) as a linear module over its windows (in `network.AudioStem`),
+    for a linear kernel that is not `F.linear` (`AmxLinear`), which takes rows with a
+    stride: its windows are laid out tap by tap (all channels of a tap together), so each is a
+    slice of the time-major input and the window matrix is a view, not a copy (0.7 ms of the 2 s
+    stem, 2026-12-02). Its weight must be flattened in that order: [C_out, K, C_in]."""
+
+    def __init__(self, linear: nn.Module, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.linear = linear
+        self.kernel_size, self.stride = (kernel_size,), (stride,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Time-major x [B, T, C_in] -> [B, T', C_out]; the windows [B, T', K * C_in] are a view."""
+        (kernel,), (stride,) = self.kernel_size, self.stride
+        return self.linear(x.contiguous().unfold(1, kernel, stride).transpose(2, 3).flatten(2))
 
 
 def in_use(model: nn.Module) -> bool:

@@ -53,10 +53,7 @@ class _StepWithInputs(nn.Module):
         self, tokens: Tensor, input_pos: Tensor, written: Tensor, k_caches: list[Tensor],
         v_caches: list[Tensor], cross_k: list[Tensor], cross_v: list[Tensor],
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        for i, layer in enumerate(self.model.decoder.layers):
-            assert layer.kv_cache is not None
-            layer.kv_cache.k_cache, layer.kv_cache.v_cache = k_caches[i], v_caches[i]
-            layer.cross_k, layer.cross_v = cross_k[i], cross_v[i]
+        self.model.bind_step_state(k_caches, v_caches, cross_k, cross_v)
         return decode_step(self.model, tokens, input_pos, attend_to=written.shape[0])
 
 
@@ -96,18 +93,6 @@ def _written(count: int) -> Tensor:
     return torch.empty(count, dtype=torch.uint8)
 
 
-def _per_layer(model: Moonshine) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
-    layers = model.decoder.layers
-    caches = [layer.kv_cache for layer in layers]
-    assert all(cache is not None for cache in caches), "call setup_caches first"
-    return (
-        [cache.k_cache for cache in caches],  # type: ignore[union-attr]
-        [cache.v_cache for cache in caches],  # type: ignore[union-attr]
-        [layer.cross_k for layer in layers],
-        [layer.cross_v for layer in layers],
-    )
-
-
 def standard_caches(model: Moonshine) -> bool:
     """Whether the self-attention caches have the size a package is built for: batch 1 and the
     model's maximum positions (`decoding._ensure_caches` grows them only for longer budgets)."""
@@ -132,12 +117,9 @@ def build_package(model: Moonshine, tokens: Tensor, input_pos: Tensor, path: Pat
         raise ValueError("a package is built on batch-1 caches of the model's maximum length")
     use_compile_cache()
     layers = model.decoder.layers
-    saved = [
-        (layer.kv_cache.k_cache, layer.kv_cache.v_cache, layer.cross_k, layer.cross_v)  # type: ignore[union-attr]
-        for layer in layers
-    ]
+    saved = model.step_state()
     # copies: inputs that alias the model's own buffers cannot be mutated in an export
-    k_caches, v_caches, cross_k, cross_v = ([t.clone() for t in ts] for ts in _per_layer(model))
+    k_caches, v_caches, cross_k, cross_v = ([t.clone() for t in ts] for ts in model.step_state())
     frames = torch.export.Dim("frames", min=MIN_FRAMES, max=MAX_FRAMES)
     written = torch.export.Dim("written", min=1, max=_attend_limit(model))
     count = len(layers)
@@ -156,9 +138,7 @@ def build_package(model: Moonshine, tokens: Tensor, input_pos: Tensor, path: Pat
                 strict=False,
             )
     finally:
-        for layer, (k, v, ck, cv) in zip(layers, saved, strict=True):
-            layer.kv_cache.k_cache, layer.kv_cache.v_cache = k, v  # type: ignore[union-attr]
-            layer.cross_k, layer.cross_v = ck, cv
+        model.bind_step_state(*saved)
     compile_package(exported, path)
 
 
@@ -276,7 +256,7 @@ class PackagedStep:
 
     @staticmethod
     def _fitting_inputs(model: Moonshine) -> list[Tensor] | None:
-        k_caches, v_caches, cross_k, cross_v = _per_layer(model)
+        k_caches, v_caches, cross_k, cross_v = model.step_state()
         frames = cross_k[0].shape[2]
         fit = (
             MIN_FRAMES <= frames <= MAX_FRAMES

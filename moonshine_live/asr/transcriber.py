@@ -30,7 +30,14 @@ from ..accel.memory import reuse_freed_memory
 from ..capture.audio import SAMPLE_RATE, load_audio, speech_regions, split_at_pauses, validate_audio
 from ..checkpoint.weights import INT8_PARTS, Checkpoint, load_model, resolve_checkpoint
 from ..errors import ConfigError
-from ..model.decoding import RepetitionGuard, StepFn, decode_step, greedy_decode, token_budget
+from ..model.decoding import (
+    LogitFilter,
+    RepetitionGuard,
+    StepFn,
+    decode_step,
+    greedy_decode,
+    token_budget,
+)
 from ..model.network import CONV1_STRIDE, CONV2_STRIDE, CONV3_STRIDE, MIN_SAMPLES
 from ..model.tokenizer import Tokenizer
 from .config import DecodeConfig
@@ -290,24 +297,40 @@ class Transcriber:
         )
 
     def transcribe(
-        self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, t_start: float = 0.0
+        self,
+        audio: np.ndarray,
+        sample_rate: int = SAMPLE_RATE,
+        t_start: float = 0.0,
+        *,
+        constraint: LogitFilter | None = None,
     ) -> Transcript:
-        """One utterance (float32 mono; other rates resampled) -> Transcript."""
-        return self.transcribe_batch([audio], [t_start], sample_rate)[0]
+        """One utterance (float32 mono; other rates resampled) -> Transcript.
+
+        `constraint` limits what this utterance may decode to (per utterance: several
+        pipelines with different grammars can share one transcriber); None decodes freely."""
+        return self.transcribe_batch([audio], [t_start], sample_rate, constraint=constraint)[0]
 
     def transcribe_batch(
         self,
         utterances: list[np.ndarray],
         t_starts: list[float] | None = None,
         sample_rate: int = SAMPLE_RATE,
+        *,
+        constraint: LogitFilter | None = None,
     ) -> list[Transcript]:
         """Several utterances at once; the same text as one at a time."""
         if not utterances:
             return []
-        return self.on_compute_thread(self._transcribe_batch, utterances, t_starts, sample_rate)
+        return self.on_compute_thread(
+            self._transcribe_batch, utterances, t_starts, sample_rate, constraint
+        )
 
     def _transcribe_batch(
-        self, utterances: list[np.ndarray], t_starts: list[float] | None, sample_rate: int
+        self,
+        utterances: list[np.ndarray],
+        t_starts: list[float] | None,
+        sample_rate: int,
+        constraint: LogitFilter | None,
     ) -> list[Transcript]:
         utterances = [
             validate_audio(u, sample_rate, name=f"utterance {i}") for i, u in enumerate(utterances)
@@ -326,6 +349,7 @@ class Transcriber:
             results = greedy_decode(
                 self.model, features, frame_mask, budgets,
                 step=self._step, guard=self.guard, pad_frames_to=self._pad_frames_to,
+                logit_filter=constraint,
             )  # fmt: skip
             decoded = time.perf_counter()
         encode_ms = (encoded - started) * 1000 / len(utterances)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .network import Moonshine
@@ -133,14 +134,14 @@ def greedy_decode(
     """Decode a batch of encoded utterances (features [B, T, hidden]) greedily.
 
     Each row stops at end-of-text, at its own budget, or when the guard sees a loop.
-    `pad_frames_to`: see `Moonshine.prefill_cross`.
+    `pad_frames_to`: see `pad_frames`.
     """
     config = model.config
     batch = features.shape[0]
     device = features.device
     max_steps = max(budgets)
     _ensure_caches(model, batch, max_steps + 1)
-    model.prefill_cross(features, frame_mask, pad_frames_to)
+    model.prefill_cross(*pad_frames(features, frame_mask, pad_frames_to))
     current = torch.full((batch, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
     state = logit_filter.initial_state(batch, device) if logit_filter else None
     rows: list[list[int]] = [[] for _ in range(batch)]
@@ -168,6 +169,24 @@ def greedy_decode(
         DecodeResult(tuple(r), tuple(lp), reason or "budget")
         for r, lp, reason in zip(rows, logprobs, reasons, strict=True)
     ]
+
+
+def pad_frames(
+    features: Tensor, frame_mask: Tensor | None, multiple: int
+) -> tuple[Tensor, Tensor | None]:
+    """features [B, T, hidden] and its mask with T rounded up to a multiple with zero frames the
+    mask hides, so a step that must keep its shapes (CUDA graphs) sees a few lengths instead of
+    every length; with `multiple` > 1 there is always a mask, so one graph fits all."""
+    if multiple == 1:
+        return features, frame_mask
+    frames = features.shape[1]
+    if frame_mask is None:
+        frame_mask = torch.ones(features.shape[0], frames, dtype=torch.bool, device=features.device)
+    padding = -frames % multiple
+    if padding:
+        features = F.pad(features, (0, 0, 0, padding))
+        frame_mask = F.pad(frame_mask, (0, padding), value=False)
+    return features, frame_mask
 
 
 def _accept(

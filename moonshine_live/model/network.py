@@ -160,31 +160,16 @@ class AudioStem(nn.Module):
         return F.gelu(_conv_as_matmul(x, self.conv3))
 
 
-class ConvAsLinear(nn.Module):
-    """A conv (no padding or dilation) as a linear module over its windows (`_conv_as_matmul`),
-    for a linear kernel that is not `F.linear` (`amx.AmxLinear`), which takes rows with a
-    stride: its windows are laid out tap by tap (all channels of a tap together), so each is a
-    slice of the time-major input and the window matrix is a view, not a copy (0.7 ms of the 2 s
-    stem, 2026-12-02). Its weight must be flattened in that order: [C_out, K, C_in]."""
-
-    def __init__(self, linear: nn.Module, kernel_size: int, stride: int) -> None:
-        super().__init__()
-        self.linear = linear
-        self.kernel_size, self.stride = (kernel_size,), (stride,)
-
-    def forward(self, windows: Tensor) -> Tensor:
-        return self.linear(windows)
-
-
-def _conv_as_matmul(x: Tensor, conv: nn.Conv1d | ConvAsLinear) -> Tensor:
+def _conv_as_matmul(x: Tensor, conv: nn.Module) -> Tensor:
     """`conv` (no padding or dilation) on time-major x [B, T, C_in] -> [B, T', C_out].
 
     The weight [C_out, C_in, K] flattens for free to [C_out, C_in * K], matching windows laid out
-    channel by channel, tap by tap, which is how `unfold` lays them out.
+    channel by channel, tap by tap, which is how `unfold` lays them out. A conv swapped for
+    another module (a faster product over the same windows) takes time-major x itself.
     """
+    if not isinstance(conv, nn.Conv1d):
+        return conv(x)
     (kernel,), (stride,) = conv.kernel_size, conv.stride
-    if isinstance(conv, ConvAsLinear):  # [B, T', K * C_in], a view of time-major x
-        return conv(x.contiguous().unfold(1, kernel, stride).transpose(2, 3).flatten(2))
     windows = x.unfold(1, kernel, stride).flatten(2)  # [B, T', C_in * K]
     return F.linear(windows, conv.weight.flatten(1), conv.bias)
 
@@ -378,23 +363,9 @@ class Moonshine(nn.Module):
         mask = torch.ones(max_tokens, max_tokens, dtype=torch.bool, device=weight.device)
         self.decoder.causal_mask = torch.tril(mask)
 
-    def prefill_cross(
-        self, features: Tensor, frame_mask: Tensor | None = None, pad_frames_to: int = 1
-    ) -> None:
-        """Every layer's cross-attention K/V, once per utterance, from features [B, T, hidden].
-
-        `pad_frames_to` rounds T up to a multiple with zero frames that the mask hides, so a step
-        that must keep its shapes (CUDA graphs) sees a few lengths instead of every length.
-        """
-        frames = features.shape[1]
-        padding = -frames % pad_frames_to
-        if pad_frames_to > 1 and frame_mask is None:  # a mask always, so one graph fits all
-            frame_mask = torch.ones(
-                features.shape[0], frames, dtype=torch.bool, device=features.device
-            )
-        if padding:
-            features = F.pad(features, (0, 0, 0, padding))
-            frame_mask = F.pad(frame_mask, (0, padding), value=False)
+    def prefill_cross(self, features: Tensor, frame_mask: Tensor | None = None) -> None:
+        """Every layer's cross-attention K/V, once per utterance, from features [B, T, hidden]
+        (frame_mask [B, T], True = real frame, or None when nothing is padded)."""
         layers = self.decoder.layers
         if self.cross_kv is not None or self.cross_kv_linear is not None:
             attention = layers[0].cross_attn
@@ -413,6 +384,30 @@ class Moonshine(nn.Module):
                 k, v = layer.cross_attn.project_kv(features)
                 layer.cross_k, layer.cross_v = k.contiguous(), v.contiguous()
         self.decoder.cross_mask = None if frame_mask is None else frame_mask[:, None, None, :]
+
+    def step_state(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """What a decode step reads and writes for the current utterance, per layer: (self K
+        caches, self V caches, cross K, cross V). Needs `setup_caches` and `prefill_cross`."""
+        layers = self.decoder.layers
+        caches = [layer.kv_cache for layer in layers]
+        assert all(cache is not None for cache in caches), "call setup_caches first"
+        return (
+            [cache.k_cache for cache in caches],  # type: ignore[union-attr]
+            [cache.v_cache for cache in caches],  # type: ignore[union-attr]
+            [layer.cross_k for layer in layers],
+            [layer.cross_v for layer in layers],
+        )
+
+    def bind_step_state(
+        self, k_caches: list[Tensor], v_caches: list[Tensor], cross_k: list[Tensor],
+        cross_v: list[Tensor],
+    ) -> None:  # fmt: skip
+        """Let decode steps read and write these tensors (as `step_state` lists them) instead:
+        an export hands in its own inputs, and puts the model's back afterwards."""
+        for i, layer in enumerate(self.decoder.layers):
+            assert layer.kv_cache is not None, "call setup_caches first"
+            layer.kv_cache.k_cache, layer.kv_cache.v_cache = k_caches[i], v_caches[i]
+            layer.cross_k, layer.cross_v = cross_k[i], cross_v[i]
 
     def decode_step(
         self, tokens: Tensor, input_pos: Tensor, attend_to: int | None = None
