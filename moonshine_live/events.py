@@ -102,6 +102,12 @@ class CommandEvent(Event):
     slot_text: dict[str, str] = field(default_factory=dict)
     """What was said for each slot filled from speech ({"workspace": "three"} where `slots` has
     the list's value, 3); a slot left to its default has no entry."""
+    exact: bool = False
+    """An exact parse of the grammar (score 1.0); False: a fuzzy match above the threshold."""
+    normalized: str = ""
+    """The text as the matcher compared it (lower case, numbers as words...)."""
+    sentence: str = ""
+    """The grammar template that matched."""
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,60 @@ def test_shipped_grammars_resolve_by_name() -> None:
     assert command.slots == {"app": "firefox"} and command.latency_ms >= 100.0
 
 
+MODE_GRAMMAR = """
+[intents.sleep]
+say = "go to sleep"
+set_mode = "sleep"
+
+[intents.wake_up]
+say = "wake up"
+set_mode = "command"
+mode = "sleep"
+
+[intents.next_track]
+say = "next track"
+"""
+
+
+async def test_matching_changes_nothing_and_a_dispatched_command_switches_the_mode(
+    tmp_path,
+) -> None:
+    """`match` only looks; the mode changes when a command is dispatched, and a command the
+    cooldown holds back has no effect."""
+    from moonshine_live.commands.bus import EventBus
+    from moonshine_live.commands.dispatcher import DispatchConfig, Dispatcher
+    from moonshine_live.grammar import DEFAULT_MODE
+
+    grammar = tmp_path / "modes.toml"
+    grammar.write_text(MODE_GRAMMAR)
+    stage = CommandStage(CommandConfig(grammars=(str(grammar),), run_actions=False))
+    dispatcher = Dispatcher(DispatchConfig(cooldown_ms=5000))
+    bus = EventBus(dispatcher)
+    stage.attach(bus)
+    events: list[Event] = []
+    dispatcher.register("command", events.append)
+    dispatcher.register("rejected", events.append)
+
+    def said(text: str, t: float) -> TranscriptEvent:
+        return TranscriptEvent(text=text, t_start=t, t_end=t + 1.0, latency_ms=10.0)
+
+    assert stage.match(said("go to sleep", 1.0)).type == "command"
+    assert stage.mode == DEFAULT_MODE  # matching alone switched nothing
+    stage.handle(said("go to sleep", 1.0))
+    assert stage.mode == "sleep"
+    stage.handle(said("next track", 3.0))  # not active while asleep
+    stage.handle(said("wake up", 5.0))
+    assert stage.mode == DEFAULT_MODE
+    stage.handle(said("go to sleep", 6.0))  # within the cooldown: held back, still awake
+    assert stage.mode == DEFAULT_MODE
+    await stage.wait_actions()
+    await dispatcher.drain()
+    kinds = [(e.type, getattr(e, "intent", None) or e.reason) for e in events]
+    assert kinds[0] == ("command", "sleep") and kinds[2] == ("command", "wake_up"), kinds
+    assert kinds[1][0] == "rejected" and kinds[3] == ("rejected", "cooldown"), kinds
+    dispatcher.close()
+
+
 def test_a_half_written_grammar_is_not_loaded(tmp_path) -> None:
     """An edit seen mid-write (the file truncated, not yet written back) must not replace the
     grammar: only a file unchanged for SETTLE_NS is loaded, so the finished edit is what loads."""

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from moonshine_live.errors import ConfigError
+from moonshine_live.events import CommandEvent
 from moonshine_live.grammar.matcher import CommandMatch
 from moonshine_live.grammar.schema import (
     Action,
@@ -33,7 +34,9 @@ from moonshine_live.grammar.schema import (
 
 _LOGGER = logging.getLogger(__name__)
 
-Callback = Callable[[CommandMatch], object]
+Matched = CommandMatch | CommandEvent
+"""A recognised command: the matcher's record, or the engine's event that carries it on."""
+Callback = Callable[[Matched], object]
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def render_argv(
 
 def run_actions(
     actions: Iterable[Action],
-    match: CommandMatch,
+    match: Matched,
     config: ActionConfig | None = None,
     callbacks: Mapping[str, Callback] | None = None,
 ) -> tuple[ActionResult, ...]:
@@ -124,7 +127,7 @@ def run_actions(
 
 def run_intent(
     grammar: Grammar,
-    match: CommandMatch,
+    match: Matched,
     config: ActionConfig | None = None,
     callbacks: Mapping[str, Callback] | None = None,
 ) -> tuple[ActionResult, ...]:
@@ -138,7 +141,7 @@ def run_intent(
 
 def run_action(
     action: Action,
-    match: CommandMatch,
+    match: Matched,
     config: ActionConfig | None = None,
     callbacks: Mapping[str, Callback] | None = None,
 ) -> ActionResult:
@@ -156,7 +159,7 @@ def run_action(
 
 def _dispatch(
     action: Action,
-    match: CommandMatch,
+    match: Matched,
     config: ActionConfig,
     callbacks: Mapping[str, Callback] | None,
 ) -> ActionResult:
@@ -180,7 +183,7 @@ def _dispatch(
     return _run(action, argv, match, config)
 
 
-def _run(action: Action, argv: tuple[str, ...], match: CommandMatch, config: ActionConfig):
+def _run(action: Action, argv: tuple[str, ...], match: Matched, config: ActionConfig):
     """Run argv without a shell and wait (killed after the timeout)."""
     _LOGGER.debug("Intent %r runs %s", match.intent, list(argv))
     try:
@@ -208,7 +211,7 @@ def _run(action: Action, argv: tuple[str, ...], match: CommandMatch, config: Act
     return ActionResult(action, ok=True, argv=argv, returncode=0, output=output)
 
 
-def _spawn(action: Action, argv: tuple[str, ...], match: CommandMatch) -> ActionResult:
+def _spawn(action: Action, argv: tuple[str, ...], match: Matched) -> ActionResult:
     """Start argv without a shell in its own session and do not wait (apps outlive us)."""
     _LOGGER.debug("Intent %r starts %s", match.intent, list(argv))
     try:
@@ -228,7 +231,7 @@ def _spawn(action: Action, argv: tuple[str, ...], match: CommandMatch) -> Action
 
 
 def _call(
-    action: CallAction, match: CommandMatch, callbacks: Mapping[str, Callback] | None
+    action: CallAction, match: Matched, callbacks: Mapping[str, Callback] | None
 ) -> ActionResult:
     if callbacks is None:
         return ActionResult(action, ok=True, skipped=True)
@@ -252,6 +255,6 @@ def _call(
     return ActionResult(action, ok=True, output=repr(value) if value is not None else "")
 
 
-def _failed(action: Action, argv: tuple[str, ...], match: CommandMatch, error: str):
+def _failed(action: Action, argv: tuple[str, ...], match: Matched, error: str):
     _LOGGER.warning("Intent %r: %s failed: %s", match.intent, list(argv), error)
     return ActionResult(action, ok=False, argv=argv, error=error)

@@ -140,10 +140,11 @@ class CommandStage:
     def match(
         self, transcript: TranscriptEvent, *, exact_only: bool = False
     ) -> CommandEvent | RejectedEvent | None:
-        """The command a final transcript is, or why it is not.
+        """The command a final transcript is, or why it is not; changes nothing (a command's
+        `set_mode` takes effect when it is dispatched).
 
-        `exact_only`: only an exact parse counts; anything else gives None and changes nothing
-        (the engine's early commit acts on exact commands only and otherwise waits).
+        `exact_only`: only an exact parse counts; anything else gives None (the engine's early
+        commit acts on exact commands only and otherwise waits).
         """
         started = time.monotonic()
         result = self.matcher.match(transcript.text, self.contexts, self.mode)
@@ -151,9 +152,6 @@ class CommandStage:
         if exact_only and not (isinstance(result, CommandMatch) and result.exact):
             return None
         if isinstance(result, CommandMatch):
-            intent = self.grammar.intents[result.intent]
-            if intent.set_mode:
-                self.mode = intent.set_mode
             return CommandEvent(
                 intent=result.intent,
                 slots=dict(result.slots),
@@ -163,6 +161,9 @@ class CommandStage:
                 t_end=transcript.t_end,
                 latency_ms=latency,
                 slot_text=dict(result.slot_text),
+                exact=result.exact,
+                normalized=result.normalized,
+                sentence=result.sentence,
             )
         return RejectedEvent(
             text=result.text,
@@ -178,15 +179,7 @@ class CommandStage:
         back skipped; the engine dispatches them to registered callbacks."""
         if not self.config.run_actions:
             return ()
-        match = CommandMatch(
-            intent=command.intent,
-            slots=command.slots,
-            text=command.text,
-            normalized=command.text,
-            score=command.score,
-            exact=command.score >= 1.0,
-        )
-        return run_intent(self.grammar, match, self.config.actions)
+        return run_intent(self.grammar, command, self.config.actions)
 
     # -- running inside the engine (needs `attach` and a running event loop) -------------------
 
@@ -210,14 +203,17 @@ class CommandStage:
             self.dispatch(result)
 
     def dispatch(self, command: CommandEvent) -> None:
-        """Emit a matched command, call its callbacks and start its actions (or, when the
-        cooldown holds it back, a `rejected` with reason `cooldown`)."""
+        """Emit a matched command, switch to its mode, call its callbacks and start its actions
+        (or, when the cooldown holds it back, a `rejected` with reason `cooldown`)."""
         assert self._bus is not None, "attach() first"
         dispatcher = self._bus.dispatcher
         if dispatcher.cooling_down(command.intent, command.t_start, command.t_end):
             _LOGGER.info("%s again within the cooldown; not dispatched", command.intent)
             self._bus.emit(_held_back(command, COOLDOWN))
             return
+        intent = self.grammar.intents.get(command.intent)
+        if intent is not None and intent.set_mode:
+            self.mode = intent.set_mode
         self._bus.emit(command)
         dispatcher.dispatch(f"intent:{command.intent}", command)
         task = asyncio.get_running_loop().create_task(self._act(command))
