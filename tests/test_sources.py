@@ -507,3 +507,23 @@ async def test_frozen_server_is_detected_as_a_stall(virtual_mic: VirtualMic) -> 
             assert time.perf_counter() - frozen < 2.5
     finally:
         virtual_mic.thaw()
+
+
+async def test_a_reopened_mic_continues_one_timeline(fake_sd) -> None:
+    """The mic's ring is the pipeline's: frames are its `[frame_start, +480)`, and after the
+    stream dies and is reopened the timeline goes on where it was (no restart at 0), so a
+    segmenter reading that ring by sample index finds each frame there."""
+    fake = fake_sd(rate=16000, channels=1)
+    mic = MicSource()
+    await asyncio.wait_for(mic.start(), TIMEOUT)
+    fake.streams[0].feed([np.full((480, 1), 1, np.int16)] * 3)
+    before = await collect(mic, 3)
+    fake.streams[0].die()
+    with pytest.raises(AudioDeviceError):
+        await asyncio.wait_for(anext(mic), TIMEOUT)
+    await asyncio.wait_for(mic.start(), TIMEOUT)
+    fake.streams[1].feed([np.full((480, 1), 2, np.int16)] * 2)
+    after = await collect(mic, 2)
+    assert mic.frame_start == 4 * 480
+    np.testing.assert_array_equal(mic.ring.read(0, 5 * 480), np.concatenate(before + after))
+    await mic.close()

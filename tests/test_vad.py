@@ -439,3 +439,51 @@ def test_frames_below_the_level_floor_are_silence_whatever_the_detector_says() -
     assert utterance.end_sample <= 60 * n + config.post_roll_ms * 16 + n
     with pytest.raises(ConfigError, match="min_speech_dbfs"):
         VadConfig(min_speech_dbfs=0.0)
+
+
+# ---------------------------------------------------------------------------- pauses, a shared ring
+
+
+def test_a_pause_is_reported_once_per_pause_inside_the_hangover() -> None:
+    """`pause_ms` of silence in an utterance: one `Pause` (the audio so far and where speech
+    ended); speech resuming and pausing again gives another; without pause_ms, none."""
+    pausing = Segmenter(SYNTHETIC, is_speech=level_detector, pause_ms=150)  # 5 frames
+    pattern = "..." + "#" * 10 + "." * 6 + "#" * 5 + "." * 12
+    events = [(n, e) for n, e in feed(pausing, pattern) if not isinstance(e, SpeechStarted)]
+    pauses = [(n, summary(e)) for n, e in events if type(e).__name__ == "Pause"]
+    assert pauses == [
+        (17, ("Pause", 0, 13 * N, 18 * N)),
+        (28, ("Pause", 0, 24 * N, 29 * N)),
+    ]
+    (last, utterance) = events[-1]
+    assert isinstance(utterance, Utterance) and last > 28  # the hangover still ends it
+    assert not [e for _, e in feed(make(), pattern) if type(e).__name__ == "Pause"]
+
+
+def test_a_segmenter_reading_the_sources_ring_cuts_what_a_copying_one_cuts() -> None:
+    """One ring: the frames are already in the source's ring, the segmenter only reads them,
+    and the utterances (times and audio) are those of a segmenter that copies every frame."""
+    from moonshine_live.capture.ringbuffer import RingBuffer
+
+    pattern = ".." + "#" * 20 + "." * 14 + "+" * 8 + "." * 14
+    ring = RingBuffer(4 * SAMPLE_RATE)
+    reader = Segmenter(SYNTHETIC, is_speech=level_detector, ring=ring)
+    copier = make()
+    shared, copied = [], []
+    for index, frame in enumerate(frames(pattern)):
+        ring.write(frame)
+        shared += reader.process(frame, index * N)
+        copied += copier.process(frame, index * N)
+    assert [summary(e) for e in shared] == [summary(e) for e in copied]
+    utterances = [(a, b) for a, b in zip(shared, copied, strict=True) if isinstance(a, Utterance)]
+    assert len(utterances) == 2
+    for a, b in utterances:
+        np.testing.assert_array_equal(a.audio, b.audio)
+    assert reader.ring is ring and ring.total_written == len(pattern) * N
+
+
+def test_a_ring_too_small_for_an_utterance_is_refused() -> None:
+    from moonshine_live.capture.ringbuffer import RingBuffer
+
+    with pytest.raises(ConfigError, match="max_utterance_ms"):
+        Segmenter(SYNTHETIC, is_speech=level_detector, ring=RingBuffer(SAMPLE_RATE))

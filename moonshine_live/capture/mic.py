@@ -33,6 +33,9 @@ LATENCY_NAMES = ("low", "high")  # PortAudio's named latencies
 _RESAMPLE_QUALITY = "HQ"  # same as audio.py: transparent for speech, cheap enough per block
 _CLOSE_TIMEOUT_S = 3.0  # closing a stream on a frozen audio server can block; we stop waiting
 _WARN_INTERVAL_S = 5.0  # repeated overflow warnings are summarised this often
+HISTORY_MS = 31_000
+"""Audio already read that the ring keeps: the longest utterance a segmenter may cut (30 s) and
+a second of slack (about 1 MB of int16)."""
 
 
 @dataclass(frozen=True)
@@ -224,13 +227,19 @@ class MicSource(_FrameSource):
     (after the audio already received) and releases the device; iterating or `start()` again
     reopens it, which is how a caller recovers. Counters: `blocks`, `device_overflows`
     (PortAudio input overflow flags), `overruns` / `dropped_samples` (audio lost because the
-    consumer fell more than `buffer_ms` behind). `frame_start` restarts at 0 on every start.
+    consumer fell more than `buffer_ms` behind).
+
+    One timeline: blocks go into `ring`, addressed by absolute sample index, and a frame is
+    that ring's `[frame_start, frame_start + frame_samples)`. The ring holds `HISTORY_MS` of
+    audio already read as well, so the segmenter reads utterances from it instead of copying
+    every frame into a ring of its own; reopening the device continues the timeline.
     """
 
     def __init__(self, config: CaptureConfig | None = None) -> None:
         self.config = config or CaptureConfig()
         super().__init__(self.config.frame_ms)
-        self._ring = RingBuffer(SAMPLE_RATE * self.config.buffer_ms // 1000)
+        self._lag_limit = SAMPLE_RATE * self.config.buffer_ms // 1000
+        self.ring = RingBuffer(self._lag_limit + SAMPLE_RATE * HISTORY_MS // 1000)
         self._stream: Any = None
         self._closing: asyncio.Future[None] | None = None  # a close still running in a thread
         self._generation = 0  # blocks from an older stream are ignored
@@ -265,9 +274,9 @@ class MicSource(_FrameSource):
         self.device = resolve_device(self.config.device)
         self._generation += 1
         self._wakeup = asyncio.Event()
-        self._ring.reset()
-        self._next, self._ended, self.blocks = 0, None, 0
-        self.frame_start = -self.frame_samples
+        # the timeline goes on: a reopened stream's audio follows what was read before
+        self._ended, self.blocks = None, 0
+        self.frame_start = self._next - self.frame_samples
         stream = self._open(sd, asyncio.get_running_loop(), self.device)
         try:
             stream.start()
@@ -331,7 +340,7 @@ class MicSource(_FrameSource):
         if status:
             self.device_overflows += bool(status.input_overflow)
             self._warn(f"input status {status} ({self.device_overflows} overflows so far)")
-        self._ring.write(self._converter(block))
+        self.ring.write(self._converter(block))
         self.blocks += 1
         assert self._wakeup is not None
         self._wakeup.set()
@@ -353,7 +362,7 @@ class MicSource(_FrameSource):
         if self._stream is None:
             await self.start()
         assert self._wakeup is not None
-        while self._ring.total_written < self._next + self.frame_samples:
+        while self.ring.total_written < self._next + self.frame_samples:
             self._wakeup.clear()
             timeout = self.config.stall_timeout_s if self.blocks else self.config.start_timeout_s
             if self._ended is None:
@@ -365,18 +374,19 @@ class MicSource(_FrameSource):
                 device, why = self.device, self._ended
                 self._release()
                 raise AudioDeviceError(f"input device {device}: {why}")
-        if self._next < self._ring.oldest_index:  # the consumer fell behind: skip, count, say
-            lost = self._ring.oldest_index - self._next
+        oldest = max(0, self.ring.total_written - self._lag_limit)
+        if self._next < oldest:  # the consumer fell behind: skip, count, say
+            lost = oldest - self._next
             self.overruns += 1
             self.dropped_samples += lost
             self._warn(f"consumer fell behind; {self.dropped_samples} samples dropped so far")
             self._next += lost
         self.frame_start = self._next
         self._next += self.frame_samples
-        return self._ring.read(self.frame_start, self._next)
+        return self.ring.read(self.frame_start, self._next)
 
     async def close(self) -> None:
-        """Stop and close the device (idempotent); buffered audio is discarded."""
+        """Stop and close the device (idempotent); blocks arriving after this are ignored."""
         closing = self._release()
         if closing is not None:
             await _wait(closing, _CLOSE_TIMEOUT_S)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .audio import FRAME_MS, SAMPLE_RATE, float32_to_int16, load_audio, validate_audio
+from .ringbuffer import RingBuffer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -92,15 +93,18 @@ class SourceTraits:
     realtime: bool = True
     reopenable: bool = False
     description: str = "audio"
+    ring: RingBuffer | None = None
+    """Where the source writes its audio on the timeline (a microphone): the segmenter reads
+    utterances from it. None: frames are all there is."""
 
     @classmethod
     def of(cls, source: object) -> SourceTraits:
+        ring = getattr(source, "ring", None)
         return cls(
             realtime=bool(getattr(source, "realtime", True)),
             reopenable=bool(getattr(source, "reopenable", False)),
-            description=str(
-                getattr(source, "description", f"file:{getattr(source, 'name', 'audio')}")
-            ),
+            description=str(getattr(source, "description", f"file:{_name_of(source)}")),
+            ring=ring if isinstance(ring, RingBuffer) else None,
         )
 
 

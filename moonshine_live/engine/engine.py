@@ -99,6 +99,7 @@ class Engine(Callbacks):
             self._source = MicSource(self.config.capture)
         self._counts.restart_clocks()
         traits = SourceTraits.of(self._source)
+        self._schedule.listen_to(traits.ring)
         # a file read at full speed: never (nothing is gained by acting before its end)
         self._schedule.early_commit = bool(
             self.config.early_commit_ms and self.commands and traits.realtime

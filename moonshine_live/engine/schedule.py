@@ -19,8 +19,9 @@ import numpy as np
 
 from ..asr.transcript import Transcript
 from ..capture.audio import SAMPLE_RATE, int16_to_float32
+from ..capture.ringbuffer import RingBuffer
 from ..events import CommandEvent, Dropped, Event, SpeechStart
-from ..segment.vad import Segmenter, SpeechDropped, SpeechStarted, Utterance
+from ..segment.vad import Pause, Segmenter, SpeechStarted, Utterance, VadEvent
 from .config import EngineConfig
 from .stats import Counters
 
@@ -62,7 +63,7 @@ class Scheduler:
 
     def __init__(self, config: EngineConfig, emit: Callable[[Event], None], counts: Counters):
         self.config = config
-        self.segmenter = Segmenter(config.vad)
+        self.segmenter = Segmenter(config.vad, pause_ms=config.early_commit_ms)
         self.counts = counts
         self._emit = emit
         self.early_commit = False  # set by the engine: needs a grammar and a live source
@@ -71,11 +72,17 @@ class Scheduler:
         self.running: Job | None = None  # the job the worker is transcribing now
         self._partial: Job | None = None
         self._early: Job | None = None
-        self._early_tried = -1  # speech_end of the last early attempt: one per pause
+        self._pause: Pause | None = None  # a pause not acted on yet (a final was waiting)
         self._committed: Job | None = None  # the early job whose command was dispatched
         self._parked: Job | None = None  # a final waiting on its utterance's early attempt
-        self._speech_start: int | None = None
         self._last_partial_at = 0
+
+    def listen_to(self, ring: RingBuffer | None) -> None:
+        """Read utterances from the source's ring (before the first frame): one ring, no copy."""
+        if ring is not None:
+            self.segmenter = Segmenter(
+                self.config.vad, ring=ring, pause_ms=self.config.early_commit_ms
+            )
 
     @property
     def position(self) -> int:
@@ -84,13 +91,13 @@ class Scheduler:
 
     @property
     def in_utterance(self) -> bool:
-        return self._speech_start is not None
+        return self.segmenter.utterance_start is not None
 
     # -- frames in -------------------------------------------------------------------------------
 
     def feed(self, frame: np.ndarray, start: int) -> None:
         """One frame at absolute sample `start`; a gap before it was audio the source lost."""
-        if start > self.position:
+        if self.segmenter.started and start > self.position:
             self._emit(Dropped(self.position / SAMPLE_RATE, start / SAMPLE_RATE, "overrun"))
         for event in self.segmenter.process(frame, start):
             self._on_vad_event(event)
@@ -102,18 +109,17 @@ class Scheduler:
         for event in self.segmenter.force_end():
             self._on_vad_event(event)
 
-    def _on_vad_event(self, event: SpeechStarted | Utterance | SpeechDropped) -> None:
+    def _on_vad_event(self, event: VadEvent) -> None:
         if isinstance(event, SpeechStarted):
-            self._speech_start = event.start_sample
             self._last_partial_at = self.position
             self._emit(SpeechStart(t=event.start_sample / SAMPLE_RATE))
+        elif isinstance(event, Pause):
+            self._pause = event
         elif isinstance(event, Utterance):
-            self._speech_start = self.position if event.reason == "max_length" else None
-            self._partial = self._early = None
+            self._partial = self._early = self._pause = None
             self._enqueue_final(event)
         else:
-            self._speech_start = None
-            self._partial = self._early = None
+            self._partial = self._early = self._pause = None
 
     def _speech_ended_at(self, speech_end: int) -> float:
         """The monotonic time the last voiced sample was captured."""
@@ -163,7 +169,8 @@ class Scheduler:
         interval = self.config.partial_interval_ms * SAMPLE_RATE // 1000
         # no partial while the hangover runs: speech has likely ended, and a partial still
         # decoding when the utterance closes would delay its final transcript
-        if not interval or self._speech_start is None or self.finals:
+        start = self.segmenter.utterance_start
+        if not interval or start is None or self.finals:
             return
         if not self.segmenter.last_voiced:
             return
@@ -172,24 +179,22 @@ class Scheduler:
         self._last_partial_at = self.position
         # the segmenter's ring holds the utterance in progress (at most max_utterance_ms)
         ring = self.segmenter.ring
-        start = max(self._speech_start, ring.oldest_index)
+        start = max(start, ring.oldest_index)
         audio = int16_to_float32(ring.read(start, self.position))
         self._partial = Job(audio=audio, start_sample=start, end_sample=self.position, final=False)
         self.work.set()
 
     def _maybe_request_early(self) -> None:
-        """A pause long enough to end a command: transcribe the utterance so far (once per
-        pause), padded with silence to the trailing silence a final utterance keeps."""
-        if not self.early_commit or self.finals:
+        """A pause long enough to end a command (the segmenter's `Pause`): transcribe the
+        utterance so far, once, when no final waits, padded with silence to the trailing
+        silence a final utterance keeps."""
+        pause, segmenter = self._pause, self.segmenter
+        if pause is None or not self.early_commit or self.finals:
             return
-        segmenter = self.segmenter
-        start = segmenter.utterance_start
-        if start is None:
-            return
-        speech_end = segmenter.speech_end
-        if segmenter.silence_ms < self.config.early_commit_ms or speech_end == self._early_tried:
-            return
-        self._early_tried = speech_end
+        self._pause = None
+        start, speech_end = pause.start_sample, pause.speech_end_sample
+        if segmenter.utterance_start != start or segmenter.speech_end != speech_end:
+            return  # speech resumed since, or the utterance ended
         position = self.position
         audio = int16_to_float32(segmenter.ring.read(start, position))
         padding = np.zeros(max(0, segmenter.closing_end - position), dtype=np.float32)

@@ -6,10 +6,13 @@
 in a row (a lone voiced frame, a click, does not hold it open); that asymmetry is the hysteresis.
 Each utterance keeps `pre_roll_ms` before the first voiced frame and `post_roll_ms` after the
 last one: Moonshine needs a little silence around speech, while long silence on both sides can
-make it return nothing (defaults measured on TTS commands, see the VadConfig fields). Frames go
-into a `RingBuffer`, so nothing grows while someone talks for a long time; an utterance reaching
-`max_utterance_ms` is cut at the quietest recent frame. webrtcvad is imported only when no
-`is_speech` callable is injected.
+make it return nothing (defaults measured on TTS commands, see the VadConfig fields). The audio
+lives in one `RingBuffer` on the capture timeline: the source's own (a microphone writes there,
+the segmenter only reads) or, for a source without one, the segmenter's, which it fills. Nothing
+grows while someone talks for a long time; an utterance reaching `max_utterance_ms` is cut at the
+quietest recent frame. A `Pause` reports, once per pause, that speech has been silent for
+`pause_ms` (early commit acts on it). webrtcvad is imported only when no `is_speech` callable is
+injected.
 """
 
 from __future__ import annotations
@@ -152,7 +155,18 @@ class SpeechDropped:
     end_sample: int
 
 
-VadEvent = SpeechStarted | Utterance | SpeechDropped
+@dataclass(frozen=True)
+class Pause:
+    """The utterance in progress has been silent for `pause_ms` (still within the hangover):
+    it may be over. Its audio so far is [start_sample, end_sample) of the ring; the speech
+    itself ended at `speech_end_sample`."""
+
+    start_sample: int
+    speech_end_sample: int
+    end_sample: int
+
+
+VadEvent = SpeechStarted | Utterance | SpeechDropped | Pause
 
 
 class _Frame(NamedTuple):
@@ -181,19 +195,48 @@ class Segmenter:
     a new one. Not thread-safe: one task feeds it.
     """
 
-    def __init__(self, config: VadConfig | None = None, is_speech: SpeechDetector | None = None):
+    def __init__(
+        self,
+        config: VadConfig | None = None,
+        is_speech: SpeechDetector | None = None,
+        *,
+        ring: RingBuffer | None = None,
+        pause_ms: int = 0,
+    ) -> None:
+        """`ring`: the source's ring, where every frame fed is already written (the segmenter
+        reads utterances from it; it must hold `history_samples` more than the source lets its
+        reader fall behind); None: a ring of its own, filled from the frames fed. `pause_ms`:
+        emit a `Pause` when speech has been silent this long (0: never)."""
         self.config = config or VadConfig()
+        self.pause_ms = pause_ms
         self._is_speech = is_speech or webrtc_detector(self.config.aggressiveness)
         # mean square (int16 units) of a frame at min_speech_dbfs: quieter frames are silence
         self._min_energy = (32768.0 * 10 ** (self.config.min_speech_dbfs / 20)) ** 2
         cfg = self.config
         self._max_samples = SAMPLE_RATE * cfg.max_utterance_ms // 1000
+        self._owns_ring = ring is None
         # One utterance plus two frames of slack: a cut always finds its audio still held.
-        self.ring = RingBuffer(self._max_samples + 2 * cfg.frame_samples)
+        if ring is not None and ring.capacity < self.history_samples:
+            raise ConfigError(
+                f"the source's ring holds {ring.capacity} samples; the segmenter reads back "
+                f"{self.history_samples} (max_utterance_ms {cfg.max_utterance_ms})"
+            )
+        self.ring = RingBuffer(self.history_samples) if ring is None else ring
         self._window: deque[_Frame] = deque(maxlen=cfg.start_window_frames)
         self._recent: deque[_Frame] = deque(maxlen=cfg.frames(cfg.split_search_ms))
         self._hangover_frames = cfg.frames(cfg.hangover_ms)
         self.reset()
+
+    @property
+    def history_samples(self) -> int:
+        """How far back the segmenter reads: one utterance and two frames of slack."""
+        return self._max_samples + 2 * self.config.frame_samples
+
+    @property
+    def started(self) -> bool:
+        """Whether the timeline is known: a ring of its own starts at 0, a source's ring where
+        the first frame fed lies."""
+        return self._position is not None
 
     @property
     def in_speech(self) -> bool:
@@ -232,11 +275,15 @@ class Segmenter:
     @property
     def position(self) -> int:
         """Absolute sample index the next frame is expected to start at."""
-        return self.ring.total_written
+        return self._position or 0
 
     def reset(self) -> None:
-        """Drop any speech in progress and restart the timeline at sample 0."""
-        self.ring.reset()
+        """Drop any speech in progress; with a ring of its own, restart the timeline at sample 0
+        (a source's ring keeps its timeline: the next frame fed says where it is)."""
+        if self._owns_ring:
+            self.ring.reset()
+        self._position: int | None = 0 if self._owns_ring else None  # None: the next frame's
+        self._paused_at = -1  # speech_end of the last Pause: one per pause
         self._window.clear()
         self._recent.clear()
         self._utt_start: int | None = None
@@ -254,18 +301,30 @@ class Segmenter:
         """
         frame = self._check_frame(frame)
         events: list[VadEvent] = []
+        if self._position is None:  # a source's ring: its timeline starts where it is
+            self._position = start_sample if start_sample is not None else self.ring.total_written
         if start_sample is not None and start_sample != self.position:
             events += self._jump(start_sample)
         samples = frame.astype(np.float32)
         energy = float(np.dot(samples, samples)) / len(frame)
         voiced = energy >= self._min_energy and bool(self._is_speech(frame))
         current = _Frame(self.position, voiced, energy)
-        self.ring.write(frame)
+        if self._owns_ring:
+            self.ring.write(frame)
+        self._position = self.position + len(frame)
         if self._utt_start is None:
             events += self._listen(current)
         else:
             events += self._follow(current)
-        return events
+        return events + self._pause()
+
+    def _pause(self) -> list[VadEvent]:
+        if not self.pause_ms or self._utt_start is None or self.silence_ms < self.pause_ms:
+            return []
+        if self._speech_end == self._paused_at:
+            return []
+        self._paused_at = self._speech_end
+        return [Pause(self._utt_start, self._speech_end, self.position)]
 
     def force_end(self) -> list[VadEvent]:
         """End speech in progress now (end of stream); the timeline goes on."""
@@ -288,7 +347,9 @@ class Segmenter:
             )
         events = self._finish("gap") if self.in_speech else []
         _LOGGER.debug("Gap of %d samples at %d", start_sample - self.position, self.position)
-        self.ring.skip(start_sample - self.position)
+        if self._owns_ring:
+            self.ring.skip(start_sample - self.position)
+        self._position = start_sample
         self._window.clear()
         self._floor = self.position
         return events
