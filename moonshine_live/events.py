@@ -85,6 +85,11 @@ class TranscriptEvent(Event):
     avg_logprob: float = 0.0
     reason: str = "silence"
     """Why the utterance ended: silence, max_length, end_of_stream, gap."""
+    stop_reason: str = "eos"
+    """Why decoding stopped: "eos", "budget" (the token budget ran out) or "repetition"."""
+    encode_ms: float = 0.0
+    """Model time on the audio (milliseconds; `latency_ms` adds the wait and the decode)."""
+    decode_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -527,3 +527,26 @@ async def test_a_reopened_mic_continues_one_timeline(fake_sd) -> None:
     assert mic.frame_start == 4 * 480
     np.testing.assert_array_equal(mic.ring.read(0, 5 * 480), np.concatenate(before + after))
     await mic.close()
+
+
+async def test_utterances_of_an_array_are_its_own_samples_not_an_int16_copy() -> None:
+    """A file's frames go to the VAD as int16, but its utterances are read from the audio as
+    given (the source's history): no float -> int16 -> float round trip."""
+    from moonshine_live.segment.vad import Segmenter, Utterance, VadConfig
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t) + 1e-6).astype(np.float32)
+    audio = np.concatenate([np.zeros(8000, np.float32), tone, np.zeros(16000, np.float32)])
+    source = ArraySource(audio)
+    segmenter = Segmenter(
+        VadConfig(), is_speech=lambda f: int(np.abs(f).max()) > 1000, history=source.history
+    )
+    utterances = []
+    async with source:
+        async for frame in source:
+            events = segmenter.process(frame, source.frame_start)
+            utterances += [e for e in events if isinstance(e, Utterance)]
+    (utterance,) = utterances
+    expected = audio[utterance.start_sample : utterance.end_sample]
+    np.testing.assert_array_equal(utterance.audio, expected)
+    assert not np.array_equal(expected, int16_to_float32(float32_to_int16(expected)))

@@ -467,7 +467,7 @@ def test_a_segmenter_reading_the_sources_ring_cuts_what_a_copying_one_cuts() -> 
 
     pattern = ".." + "#" * 20 + "." * 14 + "+" * 8 + "." * 14
     ring = RingBuffer(4 * SAMPLE_RATE)
-    reader = Segmenter(SYNTHETIC, is_speech=level_detector, ring=ring)
+    reader = Segmenter(SYNTHETIC, is_speech=level_detector, history=ring)
     copier = make()
     shared, copied = [], []
     for index, frame in enumerate(frames(pattern)):
@@ -479,11 +479,11 @@ def test_a_segmenter_reading_the_sources_ring_cuts_what_a_copying_one_cuts() -> 
     assert len(utterances) == 2
     for a, b in utterances:
         np.testing.assert_array_equal(a.audio, b.audio)
-    assert reader.ring is ring and ring.total_written == len(pattern) * N
+    assert reader.history is ring and ring.total_written == len(pattern) * N
 
 
 def test_a_ring_too_small_for_an_utterance_is_refused() -> None:
     from moonshine_live.capture.ringbuffer import RingBuffer
 
     with pytest.raises(ConfigError, match="max_utterance_ms"):
-        Segmenter(SYNTHETIC, is_speech=level_detector, ring=RingBuffer(SAMPLE_RATE))
+        Segmenter(SYNTHETIC, is_speech=level_detector, history=RingBuffer(SAMPLE_RATE))

@@ -256,6 +256,11 @@ class MicSource(_FrameSource):
     reopenable = True
 
     @property
+    def history(self) -> RingBuffer:
+        """The ring: the segmenter reads utterances from it (`AudioHistory`)."""
+        return self.ring
+
+    @property
     def description(self) -> str:
         device = self.config.device
         return f"mic:{device if device is not None else 'default'}"

@@ -16,6 +16,7 @@ import logging
 import numpy as np
 
 from ..errors import MoonshineLiveError
+from .audio import int16_to_float32
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -114,6 +115,10 @@ class RingBuffer:
             _LOGGER.warning("Ring overrun: samples [%d, %d) lost", start, min(oldest, end))
             start = min(oldest, end)
         return self._gather(start, end)
+
+    def read_float(self, start: int, end: int) -> np.ndarray:
+        """`read` as float32 in [-1, 1): what an utterance is made of (`AudioHistory`)."""
+        return int16_to_float32(self.read(start, end))
 
     def latest(self, count: int) -> np.ndarray:
         """Copy of the newest `count` samples (fewer if fewer were ever written), shape (n,)."""

@@ -19,11 +19,21 @@ import numpy as np
 
 from ..errors import ConfigError
 from .audio import FRAME_MS, SAMPLE_RATE, float32_to_int16, load_audio, validate_audio
-from .ringbuffer import RingBuffer
 
 _LOGGER = logging.getLogger(__name__)
 
 FRAME_MS_CHOICES = (10, 20, 30)  # frame lengths webrtcvad accepts
+
+
+class AudioHistory(Protocol):
+    """Audio on the timeline that a reader may still fetch, by absolute sample index."""
+
+    @property
+    def oldest_index(self) -> int: ...
+
+    def read_float(self, start: int, end: int) -> np.ndarray:
+        """float32 samples [start, end), shape (end - start,)."""
+        ...
 
 
 @runtime_checkable
@@ -93,18 +103,20 @@ class SourceTraits:
     realtime: bool = True
     reopenable: bool = False
     description: str = "audio"
-    ring: RingBuffer | None = None
-    """Where the source writes its audio on the timeline (a microphone): the segmenter reads
-    utterances from it. None: frames are all there is."""
+    history: AudioHistory | None = None
+    """The source's audio on the timeline (a microphone's ring, a file's samples): the
+    segmenter reads utterances from it, in the source's own format. None: frames are all
+    there is, and the segmenter keeps a ring of them."""
 
     @classmethod
     def of(cls, source: object) -> SourceTraits:
-        ring = getattr(source, "ring", None)
+        history = getattr(source, "history", None)
+        readable = hasattr(history, "read_float") and hasattr(history, "oldest_index")
         return cls(
             realtime=bool(getattr(source, "realtime", True)),
             reopenable=bool(getattr(source, "reopenable", False)),
             description=str(getattr(source, "description", f"file:{_name_of(source)}")),
-            ring=ring if isinstance(ring, RingBuffer) else None,
+            history=history if readable else None,
         )
 
 
@@ -135,18 +147,33 @@ class ArraySource(_FrameSource):
         super().__init__(frame_ms)
         self.name = name
         self.realtime = realtime
-        pcm = float32_to_int16(validate_audio(audio, sample_rate, name=name))
-        self.num_samples = len(pcm)
-        self.num_frames = -(-len(pcm) // self.frame_samples)
-        self._pcm = np.zeros(self.num_frames * self.frame_samples, dtype=np.int16)
-        self._pcm[: len(pcm)] = pcm
-        self._pcm.flags.writeable = False  # frames are views; nobody may change them
+        samples = validate_audio(audio, sample_rate, name=name)
+        self.num_samples = len(samples)
+        self.num_frames = -(-len(samples) // self.frame_samples)
+        # the audio as given (utterances are read from it) and as int16 frames (for the VAD)
+        self._audio = np.zeros(self.num_frames * self.frame_samples, dtype=np.float32)
+        self._audio[: len(samples)] = samples
+        self._pcm = float32_to_int16(self._audio)
+        self._audio.flags.writeable = self._pcm.flags.writeable = False  # frames are views
         self._index = 0
         self._started_at: float | None = None
 
     @property
     def description(self) -> str:
         return f"file:{self.name}"
+
+    oldest_index = 0
+    """Every sample stays readable (`AudioHistory`)."""
+
+    @property
+    def history(self) -> ArraySource:
+        """The source itself: utterances are read from the float32 audio, never from int16."""
+        return self
+
+    def read_float(self, start: int, end: int) -> np.ndarray:
+        if not 0 <= start <= end <= len(self._audio):
+            raise ValueError(f"{self.name}: no samples [{start}, {end}) in {len(self._audio)}")
+        return self._audio[start:end].copy()
 
     @property
     def duration_s(self) -> float:

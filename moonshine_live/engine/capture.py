@@ -80,9 +80,9 @@ class CaptureLoop:
     async def _read(self) -> None:
         source = self.source
         can_wait = not self.traits.realtime
-        # maps the source's sample count onto ours (a rewound source restarts it); a source with
-        # a ring keeps one timeline, which the segmenter reads by those very indices
-        offset: int | None = 0 if self.traits.ring is not None else None
+        # maps the source's sample count onto ours (a rewound source restarts it); a source
+        # with a history keeps one timeline, which the segmenter reads by those very indices
+        offset: int | None = 0 if self.traits.history is not None else None
         async with source:
             async for frame in source:
                 if offset is None:

@@ -99,7 +99,7 @@ class Engine(Callbacks):
             self._source = MicSource(self.config.capture)
         self._counts.restart_clocks()
         traits = SourceTraits.of(self._source)
-        self._schedule.listen_to(traits.ring)
+        self._schedule.listen_to(traits.history)
         # a file read at full speed: never (nothing is gained by acting before its end)
         self._schedule.early_commit = bool(
             self.config.early_commit_ms and self.commands and traits.realtime
@@ -279,6 +279,9 @@ def _transcript_event(job: Job, transcript: Transcript, reason: str) -> Transcri
         tokens=tuple(transcript.tokens),
         avg_logprob=transcript.avg_logprob,
         reason=reason,
+        stop_reason=transcript.stop_reason,
+        encode_ms=transcript.encode_ms,
+        decode_ms=transcript.decode_ms,
     )
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..asr.transcript import Transcript
-from ..capture.audio import SAMPLE_RATE, int16_to_float32
-from ..capture.ringbuffer import RingBuffer
+from ..capture.audio import SAMPLE_RATE
+from ..capture.sources import AudioHistory
 from ..events import CommandEvent, Dropped, Event, SpeechStart
 from ..segment.vad import Pause, Segmenter, SpeechStarted, Utterance, VadEvent
 from .config import EngineConfig
@@ -77,11 +77,12 @@ class Scheduler:
         self._parked: Job | None = None  # a final waiting on its utterance's early attempt
         self._last_partial_at = 0
 
-    def listen_to(self, ring: RingBuffer | None) -> None:
-        """Read utterances from the source's ring (before the first frame): one ring, no copy."""
-        if ring is not None:
+    def listen_to(self, history: AudioHistory | None) -> None:
+        """Read utterances from the source's own audio (before the first frame): one ring, no
+        copy, no format round trip."""
+        if history is not None:
             self.segmenter = Segmenter(
-                self.config.vad, ring=ring, pause_ms=self.config.early_commit_ms
+                self.config.vad, history=history, pause_ms=self.config.early_commit_ms
             )
 
     @property
@@ -177,10 +178,9 @@ class Scheduler:
         if self.position - self._last_partial_at < interval:
             return
         self._last_partial_at = self.position
-        # the segmenter's ring holds the utterance in progress (at most max_utterance_ms)
-        ring = self.segmenter.ring
-        start = max(start, ring.oldest_index)
-        audio = int16_to_float32(ring.read(start, self.position))
+        # the segmenter reads back the utterance in progress (at most max_utterance_ms)
+        start = max(start, self.segmenter.oldest_index)
+        audio = self.segmenter.audio(start, self.position)
         self._partial = Job(audio=audio, start_sample=start, end_sample=self.position, final=False)
         self.work.set()
 
@@ -196,7 +196,7 @@ class Scheduler:
         if segmenter.utterance_start != start or segmenter.speech_end != speech_end:
             return  # speech resumed since, or the utterance ended
         position = self.position
-        audio = int16_to_float32(segmenter.ring.read(start, position))
+        audio = segmenter.audio(start, position)
         padding = np.zeros(max(0, segmenter.closing_end - position), dtype=np.float32)
         self._early = Job(
             audio=np.concatenate([audio, padding]),

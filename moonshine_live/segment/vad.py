@@ -25,8 +25,9 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from ..capture.audio import SAMPLE_RATE, int16_to_float32
+from ..capture.audio import SAMPLE_RATE
 from ..capture.ringbuffer import RingBuffer
+from ..capture.sources import AudioHistory
 from ..errors import ConfigError
 
 _LOGGER = logging.getLogger(__name__)
@@ -200,13 +201,14 @@ class Segmenter:
         config: VadConfig | None = None,
         is_speech: SpeechDetector | None = None,
         *,
-        ring: RingBuffer | None = None,
+        history: AudioHistory | None = None,
         pause_ms: int = 0,
     ) -> None:
-        """`ring`: the source's ring, where every frame fed is already written (the segmenter
-        reads utterances from it; it must hold `history_samples` more than the source lets its
-        reader fall behind); None: a ring of its own, filled from the frames fed. `pause_ms`:
-        emit a `Pause` when speech has been silent this long (0: never)."""
+        """`history`: the source's audio, where every frame fed already lies (a microphone's
+        ring, a file's samples): utterances are read from it, and a ring must hold
+        `history_samples` more than the source lets its reader fall behind. None: a ring of
+        its own, filled from the frames fed. `pause_ms`: emit a `Pause` when speech has been
+        silent this long (0: never)."""
         self.config = config or VadConfig()
         self.pause_ms = pause_ms
         self._is_speech = is_speech or webrtc_detector(self.config.aggressiveness)
@@ -214,14 +216,15 @@ class Segmenter:
         self._min_energy = (32768.0 * 10 ** (self.config.min_speech_dbfs / 20)) ** 2
         cfg = self.config
         self._max_samples = SAMPLE_RATE * cfg.max_utterance_ms // 1000
-        self._owns_ring = ring is None
         # One utterance plus two frames of slack: a cut always finds its audio still held.
-        if ring is not None and ring.capacity < self.history_samples:
+        if isinstance(history, RingBuffer) and history.capacity < self.history_samples:
             raise ConfigError(
-                f"the source's ring holds {ring.capacity} samples; the segmenter reads back "
+                f"the source's ring holds {history.capacity} samples; the segmenter reads back "
                 f"{self.history_samples} (max_utterance_ms {cfg.max_utterance_ms})"
             )
-        self.ring = RingBuffer(self.history_samples) if ring is None else ring
+        self.ring = RingBuffer(self.history_samples) if history is None else None
+        """The segmenter's own ring, filled from the frames fed, when the source has none."""
+        self.history: AudioHistory = self.ring if self.ring is not None else history
         self._window: deque[_Frame] = deque(maxlen=cfg.start_window_frames)
         self._recent: deque[_Frame] = deque(maxlen=cfg.frames(cfg.split_search_ms))
         self._hangover_frames = cfg.frames(cfg.hangover_ms)
@@ -280,9 +283,9 @@ class Segmenter:
     def reset(self) -> None:
         """Drop any speech in progress; with a ring of its own, restart the timeline at sample 0
         (a source's ring keeps its timeline: the next frame fed says where it is)."""
-        if self._owns_ring:
+        if self.ring is not None:
             self.ring.reset()
-        self._position: int | None = 0 if self._owns_ring else None  # None: the next frame's
+        self._position: int | None = 0 if self.ring is not None else None  # None: the next frame's
         self._paused_at = -1  # speech_end of the last Pause: one per pause
         self._window.clear()
         self._recent.clear()
@@ -302,14 +305,14 @@ class Segmenter:
         frame = self._check_frame(frame)
         events: list[VadEvent] = []
         if self._position is None:  # a source's ring: its timeline starts where it is
-            self._position = start_sample if start_sample is not None else self.ring.total_written
+            self._position = start_sample if start_sample is not None else 0
         if start_sample is not None and start_sample != self.position:
             events += self._jump(start_sample)
         samples = frame.astype(np.float32)
         energy = float(np.dot(samples, samples)) / len(frame)
         voiced = energy >= self._min_energy and bool(self._is_speech(frame))
         current = _Frame(self.position, voiced, energy)
-        if self._owns_ring:
+        if self.ring is not None:
             self.ring.write(frame)
         self._position = self.position + len(frame)
         if self._utt_start is None:
@@ -347,7 +350,7 @@ class Segmenter:
             )
         events = self._finish("gap") if self.in_speech else []
         _LOGGER.debug("Gap of %d samples at %d", start_sample - self.position, self.position)
-        if self._owns_ring:
+        if self.ring is not None:
             self.ring.skip(start_sample - self.position)
         self._position = start_sample
         self._window.clear()
@@ -363,7 +366,7 @@ class Segmenter:
         self._speech_start = voiced[0].start
         self._speech_end = voiced[-1].start + self.config.frame_samples
         pre_roll = SAMPLE_RATE * self.config.pre_roll_ms // 1000
-        self._utt_start = max(self._speech_start - pre_roll, self._floor, self.ring.oldest_index)
+        self._utt_start = max(self._speech_start - pre_roll, self._floor, self.oldest_index)
         since_speech = [f for f in self._window if f.start >= self._speech_start]
         self._recent.clear()
         self._recent.extend(since_speech)
@@ -415,7 +418,16 @@ class Segmenter:
         self._recent.clear()
         return [piece, SpeechStarted(cut)]
 
+    @property
+    def oldest_index(self) -> int:
+        """The oldest sample an utterance may still start at."""
+        return self.history.oldest_index
+
+    def audio(self, start: int, end: int) -> np.ndarray:
+        """float32 samples [start, end) of the timeline (at most `history_samples` back)."""
+        return self.history.read_float(start, end)
+
     def _utterance(self, start: int, end: int, reason: UtteranceReason) -> Utterance:
-        audio = int16_to_float32(self.ring.read(start, end))
+        audio = self.audio(start, end)
         post_roll = self.post_roll_samples if reason == "silence" else 0
         return Utterance(audio, start, end, reason, post_roll)
