@@ -246,6 +246,9 @@ class Engine(Callbacks):
         command = self.commands.match(event, exact_only=True)
         if not isinstance(command, CommandEvent):
             return False
+        done = job.done
+        if done is not None and (done.intent, done.slots) == (command.intent, command.slots):
+            return True  # a second pause in the same command: it fired once, the text stands
         job.done = command
         self._emit(event)
         self.commands.dispatch(command)

@@ -234,6 +234,9 @@ class Scheduler:
         while it was decoded (a slow CPU, a partial still running when the pause began): its
         final waits here (`_parked`) and is transcribed only if the early one is no command."""
         segmenter = self.segmenter
+        previous = self._committed
+        if previous is not None and previous.start_sample == job.start_sample:
+            job.done = previous.done  # a command already fired for this utterance
         parked = self._parked
         if parked is not None and parked.start_sample == job.start_sample:
             self._parked = None
