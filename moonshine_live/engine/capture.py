@@ -30,6 +30,7 @@ class CaptureLoop:
     def __init__(
         self,
         source: AudioSource,
+        traits: SourceTraits,
         config: EngineConfig,
         *,
         position: Callable[[], int],
@@ -41,7 +42,7 @@ class CaptureLoop:
         """`flush()` ends the utterance in progress (the device died, or the source ended);
         `report(message, fatal)` tells the user."""
         self.source = source
-        self.traits = SourceTraits.of(source)
+        self.traits = traits
         self.config = config
         self._position, self._consume, self._flush = position, consume, flush
         self._backlog, self._report = backlog, report

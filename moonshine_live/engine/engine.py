@@ -62,6 +62,7 @@ class Engine(Callbacks):
         )
         self._source = source
         self._transcriber = transcriber
+        self._traits = SourceTraits()  # what the source can do: known at start()
         self._bus = EventBus(self._dispatcher)
         if self.commands is not None:
             self.commands.attach(self._bus)
@@ -98,7 +99,7 @@ class Engine(Callbacks):
         if self._source is None:
             self._source = MicSource(self.config.capture)
         self._counts.restart_clocks()
-        traits = SourceTraits.of(self._source)
+        traits = self._traits = SourceTraits.of(self._source)
         self._schedule.listen_to(traits.history)
         # a file read at full speed: never (nothing is gained by acting before its end)
         self._schedule.early_commit = bool(
@@ -160,6 +161,7 @@ class Engine(Callbacks):
         schedule = self._schedule
         capture = CaptureLoop(
             self._source,
+            self._traits,
             self.config,
             position=lambda: schedule.position,
             consume=schedule.feed,

@@ -7,8 +7,9 @@ in a row (a lone voiced frame, a click, does not hold it open); that asymmetry i
 Each utterance keeps `pre_roll_ms` before the first voiced frame and `post_roll_ms` after the
 last one: Moonshine needs a little silence around speech, while long silence on both sides can
 make it return nothing (defaults measured on TTS commands, see the VadConfig fields). The audio
-lives in one `RingBuffer` on the capture timeline: the source's own (a microphone writes there,
-the segmenter only reads) or, for a source without one, the segmenter's, which it fills. Nothing
+lives once, on the capture timeline: in the source's own history (a microphone's ring, a file's
+samples; the segmenter only reads) or, for a source without one, in the segmenter's ring, which
+it fills. Nothing
 grows while someone talks for a long time; an utterance reaching `max_utterance_ms` is cut at the
 quietest recent frame. A `Pause` reports, once per pause, that speech has been silent for
 `pause_ms` (early commit acts on it). webrtcvad is imported only when no `is_speech` callable is
@@ -159,7 +160,7 @@ class SpeechDropped:
 @dataclass(frozen=True)
 class Pause:
     """The utterance in progress has been silent for `pause_ms` (still within the hangover):
-    it may be over. Its audio so far is [start_sample, end_sample) of the ring; the speech
+    it may be over. Its audio so far is [start_sample, end_sample) of the timeline; the speech
     itself ended at `speech_end_sample`."""
 
     start_sample: int
@@ -285,7 +286,8 @@ class Segmenter:
         (a source's ring keeps its timeline: the next frame fed says where it is)."""
         if self.ring is not None:
             self.ring.reset()
-        self._position: int | None = 0 if self.ring is not None else None  # None: the next frame's
+        # None: a source's history, whose timeline the first frame fed places
+        self._position: int | None = 0 if self.ring is not None else None
         self._paused_at = -1  # speech_end of the last Pause: one per pause
         self._window.clear()
         self._recent.clear()
