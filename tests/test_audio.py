@@ -20,7 +20,6 @@ from moonshine_live.capture.audio import (
     int16_to_float32,
     is_silent,
     load_audio,
-    speech_regions,
     split_at_pauses,
     validate_audio,
     write_wav,
@@ -348,33 +347,3 @@ def test_command_clips_and_compose():
     gap = audio[spans[0][1] : spans[1][0]]
     assert -53 < 10 * np.log10(np.mean(gap.astype(np.float64) ** 2)) < -47
     np.testing.assert_array_equal(audio, compose(parts, noise_db=-50.0))
-
-
-def _tone(seconds: float, db: float = -20.0, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    return (10 ** (db / 20) * np.sqrt(2) * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def test_speech_regions_pads_sound_and_skips_long_silence() -> None:
-    rng = np.random.default_rng(0)
-    silence = lambda s: (rng.normal(0, 1e-4, int(s * SAMPLE_RATE))).astype(np.float32)  # noqa: E731
-    audio = np.concatenate([silence(5), _tone(1.0), silence(0.5), _tone(0.5), silence(8), _tone(2)])
-    regions = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in speech_regions(audio, pad_s=0.3)]
-    # the 0.5 s gap is merged (under max_gap_s), the 8 s gap splits; 0.3 s of padding each side
-    assert len(regions) == 2
-    (a0, b0), (a1, b1) = regions
-    assert a0 == pytest.approx(4.7, abs=0.04) and b0 == pytest.approx(7.3, abs=0.04)
-    assert a1 == pytest.approx(15.0 - 0.3, abs=0.04) and b1 == pytest.approx(17.0, abs=0.001)
-
-
-def test_speech_regions_of_silence_and_blips() -> None:
-    assert speech_regions(np.zeros(SAMPLE_RATE * 10, dtype=np.float32)) == []
-    assert speech_regions(np.zeros(100, dtype=np.float32)) == []
-    blip = np.zeros(SAMPLE_RATE * 3, dtype=np.float32)
-    blip[SAMPLE_RATE : SAMPLE_RATE + 480] = 0.5  # one 30 ms click is not speech
-    assert speech_regions(blip) == []
-
-
-def test_speech_regions_of_continuous_sound_is_everything() -> None:
-    audio = _tone(4.0) * np.linspace(0.3, 1.0, 4 * SAMPLE_RATE, dtype=np.float32)
-    assert speech_regions(audio) == [(0, len(audio))]

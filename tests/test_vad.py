@@ -487,3 +487,43 @@ def test_a_ring_too_small_for_an_utterance_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="max_utterance_ms"):
         Segmenter(SYNTHETIC, is_speech=level_detector, history=RingBuffer(SAMPLE_RATE))
+
+
+# -- speech in a whole file: the same segmenter, plus the file policy -----------------------------
+
+
+@pytest.mark.needs_tts
+def test_speech_spans_join_short_gaps_and_skip_long_silence() -> None:
+    """Files are cut by the live segmenter: 300 ms kept around speech, a 0.5 s pause joined
+    (one sentence decodes as one piece), 8 s of silence splitting."""
+    from moonshine_live.segment.spans import speech_spans
+
+    clips = [path for _, path in command_clips(3)]
+    parts = [5.0, clips[0], 0.5, clips[1], 8.0, clips[2], 2.0]
+    audio = compose(parts, noise_db=-70.0)
+    spoken = composed_spans(parts)
+    spans = speech_spans(audio)
+    assert len(spans) == 2, spans
+    (a0, b0), (a1, b1) = spans
+    voiced = [_voiced_span(audio, s, e) for s, e in spoken]
+    assert voiced[0][0] - 0.33 * SAMPLE_RATE <= a0 <= voiced[0][0] - 0.2 * SAMPLE_RATE
+    assert voiced[1][1] + 0.2 * SAMPLE_RATE <= b0 <= voiced[1][1] + 0.45 * SAMPLE_RATE
+    assert a1 < voiced[2][0] and voiced[2][1] < b1 <= voiced[2][1] + 0.45 * SAMPLE_RATE
+
+
+def _voiced_span(audio: np.ndarray, start: int, end: int) -> tuple[int, int]:
+    """First and last sample of a clip's 10 ms hops within 40 dB of its loudest."""
+    hops = (end - start) // 160
+    energy = np.mean(audio[start : start + hops * 160].reshape(hops, 160) ** 2, axis=1) + 1e-12
+    loud = np.flatnonzero(10 * np.log10(energy / energy.max()) > -40)
+    return start + int(loud[0]) * 160, start + int(loud[-1] + 1) * 160
+
+
+def test_speech_spans_of_silence_and_clicks_are_empty() -> None:
+    from moonshine_live.segment.spans import speech_spans
+
+    assert speech_spans(np.zeros(SAMPLE_RATE * 10, dtype=np.float32)) == []
+    assert speech_spans(np.zeros(100, dtype=np.float32)) == []
+    click = np.zeros(SAMPLE_RATE * 3, dtype=np.float32)
+    click[SAMPLE_RATE : SAMPLE_RATE + 480] = 0.5  # one 30 ms click is not speech
+    assert speech_spans(click) == []

@@ -27,7 +27,7 @@ from ..accel.compiled import CompiledEncoder, CompiledStep, precompiled_step_pat
 from ..accel.int8_kernel import load_kernel as load_int8_kernel
 from ..accel.int8_kernel import use_int8_kernel
 from ..accel.memory import reuse_freed_memory
-from ..capture.audio import SAMPLE_RATE, load_audio, speech_regions, split_at_pauses, validate_audio
+from ..capture.audio import SAMPLE_RATE, load_audio, split_at_pauses, validate_audio
 from ..checkpoint.weights import INT8_PARTS, Checkpoint, load_model, resolve_checkpoint
 from ..errors import ConfigError
 from ..model.decoding import (
@@ -40,6 +40,7 @@ from ..model.decoding import (
 )
 from ..model.network import CONV1_STRIDE, CONV2_STRIDE, CONV3_STRIDE, MIN_SAMPLES
 from ..model.tokenizer import Tokenizer
+from ..segment.spans import speech_spans
 from .config import DecodeConfig
 from .transcript import Transcript
 
@@ -395,7 +396,7 @@ class Transcriber:
 
         Audio that fits in one piece is only trimmed at its ends, so it decodes as one utterance.
         """
-        regions = speech_regions(audio)
+        regions = speech_spans(audio)
         if regions and len(audio) <= self.config.max_chunk_s * SAMPLE_RATE:
             regions = [(regions[0][0], regions[-1][1])]
         pieces = []
