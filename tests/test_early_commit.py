@@ -200,6 +200,32 @@ async def test_a_command_done_early_is_not_dispatched_again_but_another_one_is()
     assert dispatched == ["maximize_window"]
 
 
+async def test_the_stage_remembers_what_it_fired_for_an_utterance() -> None:
+    """One place keeps a command from firing twice: the stage. The same command from the same
+    utterance (an early commit, then its final) is held back; from the next utterance it fires."""
+    stage = CommandStage(COMMANDS)
+    dispatcher = Dispatcher(DispatchConfig(cooldown_ms=0))
+    bus = EventBus(dispatcher)
+    stage.attach(bus)
+    held: list[str] = []
+    dispatcher.register("rejected", lambda e: held.append(e.reason))
+    dispatched: list[float] = []
+    dispatcher.register("intent:close_window", lambda c: dispatched.append(c.t_start))
+
+    def said(text: str, t: float) -> TranscriptEvent:
+        return TranscriptEvent(text=text, t_start=t, t_end=t + 1.0, latency_ms=0.0)
+
+    early = stage.match(said("close the window", 2.0), exact_only=True)
+    assert isinstance(early, CommandEvent) and stage.dispatch(early)
+    assert stage.fired(early)
+    stage.handle(said("close the window please", 2.0))  # its final: the same command
+    stage.handle(said("close the window", 5.0))  # said again, a new utterance
+    await stage.wait_actions()
+    await dispatcher.drain(timeout_s=5.0)
+    assert dispatched == [2.0, 5.0]
+    assert held == ["committed_early"]
+
+
 def test_listen_names_a_bad_early_commit(capsys) -> None:
     from moonshine_live.cli import EXIT_FAILED, main
 

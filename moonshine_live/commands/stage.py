@@ -99,6 +99,7 @@ class CommandStage:
         self.reloads = 0
         self._bus: EventBus | None = None
         self._action_tasks: set[asyncio.Task[None]] = set()
+        self._fired: CommandEvent | None = None  # the last command dispatched
 
     def attach(self, bus: EventBus) -> None:
         """Where commands, rejections and grammar errors go, and whose callbacks run."""
@@ -186,8 +187,8 @@ class CommandStage:
     def handle(self, transcript: TranscriptEvent, done: CommandEvent | None = None) -> None:
         """Match a final transcript; emit and dispatch the command (or the rejection).
 
-        `done`: a command already dispatched for this utterance (committed early); the same
-        intent with the same slots is not dispatched again.
+        A command this stage already dispatched for the same utterance (committed early at a
+        pause) is not dispatched again; `done` names such a command explicitly.
         """
         assert self._bus is not None, "attach() first"
         result = self.match(transcript)
@@ -196,29 +197,43 @@ class CommandStage:
             if result.reason != NOTHING_SAID:
                 self._bus.dispatcher.dispatch("otherwise", result)
         elif isinstance(result, CommandEvent):
-            if done is not None and (done.intent, done.slots) == (result.intent, result.slots):
-                _LOGGER.info("%s was committed early; not dispatched again", result.intent)
-                self._bus.emit(_held_back(result, COMMITTED_EARLY))
-                return
-            self.dispatch(result)
+            self.dispatch(result, done)
 
-    def dispatch(self, command: CommandEvent) -> None:
-        """Emit a matched command, switch to its mode, call its callbacks and start its actions
-        (or, when the cooldown holds it back, a `rejected` with reason `cooldown`)."""
+    def fired(self, command: CommandEvent, done: CommandEvent | None = None) -> bool:
+        """Whether `command` (same intent and slots) was dispatched for its utterance already:
+        an early commit, then the final or a second pause of the same speech."""
+        done = done or self._fired
+        return (
+            done is not None
+            and done.t_start == command.t_start
+            and (done.intent, done.slots) == (command.intent, command.slots)
+        )
+
+    def dispatch(self, command: CommandEvent, done: CommandEvent | None = None) -> bool:
+        """Emit a matched command, switch to its mode, call its callbacks and start its actions;
+        returns whether it did. The one place that keeps a command from firing twice: once per
+        utterance (`fired`; a `rejected` with reason `committed_early`), and an opt-in cooldown
+        for the same intent heard again (reason `cooldown`)."""
         assert self._bus is not None, "attach() first"
+        if self.fired(command, done):
+            _LOGGER.info("%s was committed early; not dispatched again", command.intent)
+            self._bus.emit(_held_back(command, COMMITTED_EARLY))
+            return False
         dispatcher = self._bus.dispatcher
         if dispatcher.cooling_down(command.intent, command.t_start, command.t_end):
             _LOGGER.info("%s again within the cooldown; not dispatched", command.intent)
             self._bus.emit(_held_back(command, COOLDOWN))
-            return
+            return False
         intent = self.grammar.intents.get(command.intent)
         if intent is not None and intent.set_mode:
             self.mode = intent.set_mode
+        self._fired = command
         self._bus.emit(command)
         dispatcher.dispatch(f"intent:{command.intent}", command)
         task = asyncio.get_running_loop().create_task(self._act(command))
         self._action_tasks.add(task)
         task.add_done_callback(self._action_tasks.discard)
+        return True
 
     async def _act(self, command: CommandEvent) -> None:
         """Run the intent's actions off the loop; `call` actions go to registered callbacks."""

@@ -239,7 +239,7 @@ class Engine(Callbacks):
         self._emit(event)
         if self.commands is not None:
             self.commands.check_grammar(self.position_s)
-            self.commands.handle(event, done=job.done)
+            self.commands.handle(event)
 
     def _act_early(self, job: Job, transcript: Transcript) -> bool:
         """Emit and dispatch the early transcript if it is exactly a command."""
@@ -248,10 +248,8 @@ class Engine(Callbacks):
         command = self.commands.match(event, exact_only=True)
         if not isinstance(command, CommandEvent):
             return False
-        done = job.done
-        if done is not None and (done.intent, done.slots) == (command.intent, command.slots):
+        if self.commands.fired(command):
             return True  # a second pause in the same command: it fired once, the text stands
-        job.done = command
         self._emit(event)
         self.commands.dispatch(command)
         return True

@@ -20,7 +20,7 @@ import numpy as np
 from ..asr.transcript import Transcript
 from ..capture.audio import SAMPLE_RATE
 from ..capture.sources import AudioHistory
-from ..events import CommandEvent, Dropped, Event, SpeechStart
+from ..events import Dropped, Event, SpeechStart
 from ..segment.vad import Pause, Segmenter, SpeechStarted, Utterance, VadEvent
 from .config import EngineConfig
 from .stats import Counters
@@ -38,7 +38,6 @@ class Job:
     speech_end_sample: int = 0  # last voiced sample, for latency
     emitted_at: float = 0.0  # monotonic time the segmenter finished it
     early: bool = False  # an early-commit attempt (EngineConfig.early_commit_ms)
-    done: CommandEvent | None = None  # dispatched early for this utterance: not again
 
     @property
     def t_start(self) -> float:
@@ -151,7 +150,6 @@ class Scheduler:
             reason=utterance.reason,
             speech_end_sample=voiced_end,
             emitted_at=self._speech_ended_at(voiced_end),
-            done=committed.done if committed is not None else None,
         )
         if awaited:
             # the early attempt on this very speech is being decoded: its result decides,
@@ -234,9 +232,6 @@ class Scheduler:
         while it was decoded (a slow CPU, a partial still running when the pause began): its
         final waits here (`_parked`) and is transcribed only if the early one is no command."""
         segmenter = self.segmenter
-        previous = self._committed
-        if previous is not None and previous.start_sample == job.start_sample:
-            job.done = previous.done  # a command already fired for this utterance
         parked = self._parked
         if parked is not None and parked.start_sample == job.start_sample:
             self._parked = None
