@@ -10,8 +10,9 @@ result.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +53,7 @@ class BeamResult:
     """Best first; empty when the grammar had no way through this audio in the budget."""
     steps: int
     """Decoder steps taken (the early exit stops before the budget)."""
+    search_ms: float = 0.0
 
 
 def beam_decode(
@@ -61,17 +63,31 @@ def beam_decode(
     budget: int,
     *,
     beam: int = 4,
+    min_score: float = -math.inf,
 ) -> BeamResult:
     """Decode one encoded utterance (features [1, T, hidden]) within the grammar.
 
     `beam` rows run as one batch (a step streams the same weights whatever the batch); the
     hypotheses finished by the time the best is certain are returned, best first (confidence
-    and alternatives come from them).
+    and alternatives come from them). Hypotheses scoring below `min_score` are dropped (scores
+    only fall: a caller that would refuse them anyway saves the search to the budget).
     """
+    with _own_caches(model, beam, budget + 1):
+        return _search(model, features, constraint, budget, beam, min_score)
+
+
+def _search(
+    model: Moonshine,
+    features: Tensor,
+    constraint: TokenConstraint,
+    budget: int,
+    beam: int,
+    min_score: float,
+) -> BeamResult:
     config = model.config
     device = features.device
     eos = config.eos_token_id
-    _prefill_shared(model, features, beam, budget + 1)
+    _prefill_shared(model, features, beam)
     live = [Hypothesis((), (), constraint.start)]
     finished: list[Hypothesis] = []
     current = torch.full((beam, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
@@ -89,7 +105,7 @@ def beam_decode(
             top = torch.topk(row_logprobs, min(beam, len(ids)))
             base = hypothesis.score
             for lp, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-                if math.isfinite(lp):
+                if math.isfinite(lp) and base + lp >= min_score:
                     token = int(ids[index])
                     candidates.append((base + lp, row, token, lp, nexts[index]))
         candidates.sort(key=lambda c: -c[0])
@@ -112,11 +128,23 @@ def beam_decode(
     return BeamResult(tuple(finished), steps)
 
 
-def _prefill_shared(model: Moonshine, features: Tensor, beam: int, tokens: int) -> None:
-    """Static caches for `beam` rows and one cross-attention K/V, shared by every row."""
-    cache = model.decoder.layers[0].kv_cache
-    if cache is None or cache.k_cache.shape[0] != beam or cache.k_cache.shape[2] < tokens:
-        model.setup_caches(beam, max(tokens, model.config.max_position_embeddings))
+@contextlib.contextmanager
+def _own_caches(model: Moonshine, beam: int, tokens: int) -> Iterator[None]:
+    """Self-attention caches of `beam` rows for this search only: the free decode's caches (and
+    a compiled step bound to them) are put back untouched afterwards."""
+    layers = model.decoder.layers
+    saved = [layer.kv_cache for layer in layers], model.decoder.causal_mask
+    model.setup_caches(beam, tokens)
+    try:
+        yield
+    finally:
+        for layer, cache in zip(layers, saved[0], strict=True):
+            layer.kv_cache = cache
+        model.decoder.causal_mask = saved[1]
+
+
+def _prefill_shared(model: Moonshine, features: Tensor, beam: int) -> None:
+    """One cross-attention K/V, shared by every row (expanded, not copied)."""
     model.prefill_cross(features, None)
     for layer in model.decoder.layers:
         layer.cross_k = layer.cross_k.expand(beam, *layer.cross_k.shape[1:])

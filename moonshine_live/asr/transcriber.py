@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,6 +43,7 @@ from ..model.network import CONV1_STRIDE, CONV2_STRIDE, CONV3_STRIDE, MIN_SAMPLE
 from ..model.tokenizer import Tokenizer
 from ..segment.spans import speech_spans
 from .config import DecodeConfig
+from .constrained import BeamResult, TokenConstraint, beam_decode
 from .transcript import Transcript
 
 _LOGGER = logging.getLogger(__name__)
@@ -368,6 +370,64 @@ class Transcriber:
             )
             for u, r, t in zip(utterances, results, t_starts, strict=True)
         ]
+
+    def transcribe_within(
+        self,
+        audio: np.ndarray,
+        constraint: TokenConstraint,
+        t_start: float = 0.0,
+        *,
+        beam: int = 4,
+        floor_per_token: float = -math.inf,
+    ) -> tuple[Transcript, BeamResult]:
+        """One utterance decoded freely and within a grammar, from one pass of the encoder:
+        the free transcript (what was said, for rejection) and the grammar's best hypotheses.
+        `floor_per_token`: drop hypotheses that fall this far below the free decode's score per
+        token of the budget (they could only be refused)."""
+        return self.on_compute_thread(
+            self._transcribe_within, audio, constraint, t_start, beam, floor_per_token
+        )
+
+    def _transcribe_within(
+        self,
+        audio: np.ndarray,
+        constraint: TokenConstraint,
+        t_start: float,
+        beam: int,
+        floor_per_token: float,
+    ) -> tuple[Transcript, BeamResult]:
+        audio = validate_audio(audio, SAMPLE_RATE, name="utterance")
+        length = max(len(audio), SHORTEST_SAMPLES)
+        padded = np.zeros((1, length), dtype=np.float32)
+        padded[0, : len(audio)] = audio
+        with self._lock, torch.inference_mode():
+            started = time.perf_counter()
+            samples = torch.from_numpy(padded).to(self.device, self.dtype)
+            features, _ = self.model.encode(samples, None, self._encoder_layers)
+            encoded = time.perf_counter()
+            budget = self.budget(length)
+            (free,) = greedy_decode(
+                self.model, features, None, [budget],
+                step=self._step, guard=self.guard, pad_frames_to=self._pad_frames_to,
+            )  # fmt: skip
+            decoded = time.perf_counter()
+            free_score = sum(free.token_logprobs)
+            floor = free_score + floor_per_token * (budget + 1)
+            found = beam_decode(
+                self.model, features, constraint, budget, beam=beam, min_score=floor
+            )
+            searched = time.perf_counter()
+        transcript = Transcript(
+            text=self.tokenizer.decode(free.tokens).strip(),
+            tokens=free.tokens,
+            avg_logprob=free.avg_logprob,
+            audio_s=len(audio) / SAMPLE_RATE,
+            encode_ms=(encoded - started) * 1000,
+            decode_ms=(decoded - encoded) * 1000,
+            stop_reason=free.stop_reason,
+            t_start=t_start,
+        )
+        return transcript, replace(found, search_ms=(searched - decoded) * 1000)
 
     def transcribe_long(
         self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE

@@ -234,6 +234,10 @@ class Matcher:
         length = longest_prefix(self.compiled.wake, tokens.words)
         return (tokens.drop_first(length), True) if length else (tokens, False)
 
+    def active(self, contexts: frozenset[str], mode: str) -> list[bool]:
+        """For each compiled sentence, whether its intent is active in this state."""
+        return self._active(contexts, mode)
+
     def _active(self, contexts: frozenset[str], mode: str) -> list[bool]:
         """For each compiled sentence, whether its intent is active in this state."""
         key = (contexts, mode)

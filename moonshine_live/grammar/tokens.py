@@ -42,7 +42,8 @@ _SYMBOL_FORMS = {"percent": "%", "and": "&", "plus": "+"}
 """Words the normaliser also reads from a symbol: "40%" is "40 percent"."""
 
 # separator phases between words
-_IN_WORD, _SPACE, _COMMA, _COMMA_SPACE, _HYPHEN, _ENDED, _START = range(7)
+_IN_WORD, _SPACE, _COMMA, _COMMA_SPACE, _HYPHEN, _ENDED, _START, _APOSTROPHE = range(8)
+_WORD_PHASES = (_IN_WORD, _APOSTROPHE)  # inside a word (after its apostrophe, the second)
 
 
 class CharState(NamedTuple):
@@ -230,7 +231,7 @@ class TokenAutomaton:
 
     def _complete(self, state: CharState) -> frozenset[int]:
         """The word automaton's states after the word being written ends here (empty: dead)."""
-        if state.phase != _IN_WORD:
+        if state.phase not in _WORD_PHASES:
             return state.states
         words = self._words_from(state.states)
         targets: set[int] = set()
@@ -244,7 +245,7 @@ class TokenAutomaton:
     def accepts_end(self, state_id: int) -> bool:
         """May the text end here (end-of-text allowed)?"""
         state = self._states[state_id]
-        if state.phase not in (_IN_WORD, _ENDED):
+        if state.phase not in (*_WORD_PHASES, _ENDED):
             return False
         return bool(self._complete(state) & self.nfa.accepting)
 
@@ -265,24 +266,26 @@ class TokenAutomaton:
         if phase == _ENDED:
             return None
         if char == " ":
-            if phase == _IN_WORD:
+            if phase in _WORD_PHASES:
                 return self._boundary(state, _SPACE)
             if phase == _START:
                 return CharState(state.states, "", _SPACE)
             return CharState(state.states, "", _COMMA_SPACE) if phase == _COMMA else None
         if char in ",-":
-            if phase != _IN_WORD:
+            if phase not in _WORD_PHASES:
                 return None
             return self._boundary(state, _COMMA if char == "," else _HYPHEN)
         if char in END_PUNCTUATION:
-            if phase != _IN_WORD:
+            if phase not in _WORD_PHASES:
                 return None
             ended = self._complete(state) & self.nfa.accepting
             return CharState(frozenset(ended), "", _ENDED) if ended else None
-        if char in "'’":
-            return state if phase == _IN_WORD and state.partial else None
+        if char in "'’":  # once per word ("what's", "I'd"); the word is written without it
+            if phase != _IN_WORD or not state.partial:
+                return None
+            return CharState(state.states, state.partial, _APOSTROPHE)
         if char in "%&+":
-            if phase == _IN_WORD:  # "40%": the number ends, the symbol is a word of its own
+            if phase in _WORD_PHASES:  # "40%": the number ends, the symbol is a word of its own
                 after = self._complete(state)
                 if not after:
                     return None
@@ -298,16 +301,18 @@ class TokenAutomaton:
         return CharState(after, "", phase) if after else None
 
     def _letter(self, state: CharState, char: str) -> CharState | None:
-        partial = "" if state.phase != _IN_WORD else state.partial
+        inside = state.phase in _WORD_PHASES
+        partial = state.partial if inside else ""
+        phase = state.phase if inside else _IN_WORD
         words = self._words_from(state.states)
         if partial != ANY:
             grown = partial + char
             if grown in self._prefixes_of(state.states):
-                return CharState(state.states, grown, _IN_WORD)
+                return CharState(state.states, grown, phase)
             if char.isdigit() and grown.isdigit() and "\x00#" in words:
-                return CharState(state.states, grown, _IN_WORD)
+                return CharState(state.states, grown, phase)
         if ANY in words and char not in "%&+":
-            return CharState(state.states, ANY, _IN_WORD)
+            return CharState(state.states, ANY, phase)
         return None
 
     # -- tokens --------------------------------------------------------------------------------
