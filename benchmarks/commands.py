@@ -42,7 +42,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ from speech import ESPEAK_VOICES, FLITE_VOICES, compose, flite_voices, tts_wav
 from moonshine_live.asr.config import DecodeConfig
 from moonshine_live.asr.transcriber import Transcriber
 from moonshine_live.capture.audio import SAMPLE_RATE, load_audio
+from moonshine_live.commands.constrained import ConstrainedConfig, GrammarDecoder
 from moonshine_live.commands.stage import SHIPPED_GRAMMARS, resolve_grammar_path
 from moonshine_live.grammar import (
     ANY_MODE,
@@ -138,6 +139,19 @@ class Outcome:
     got: str | None  # the intent matched, None if rejected
     got_slots: dict[str, object]
     ms: float
+    confidence: float | None = None
+
+    @property
+    def split(self) -> str:
+        """ "dev" (thresholds are chosen on it) or "test" (they are reported on it): half the
+        clips each, by the clip's hash, the same on every run."""
+        return "dev" if int(self.item.path.stem[:8], 16) % 2 == 0 else "test"
+
+    def refused_below(self, threshold: float) -> Outcome:
+        """This outcome with its command refused when its confidence is under `threshold`."""
+        if self.confidence is None or self.confidence >= threshold:
+            return self
+        return replace(self, got=None, got_slots={})
 
     @property
     def verdict(self) -> str:
@@ -163,7 +177,9 @@ class Row:
     errors: list[str] = field(default_factory=list)
 
 
-Recognizer = Callable[[np.ndarray], str]
+Heard = str | tuple[str, float]
+"""A transcript, or a transcript and the recognizer's confidence in it (0..1)."""
+Recognizer = Callable[[np.ndarray, Item], Heard]
 
 
 # -- the evaluation set ----------------------------------------------------------------------
@@ -226,7 +242,19 @@ def conditions(noise_db: float | None) -> dict[str, Callable[[Path], np.ndarray]
 
 
 def ours(transcriber: Transcriber) -> Recognizer:
-    return lambda audio: transcriber.transcribe(audio).text
+    return lambda audio, item: transcriber.transcribe(audio).text
+
+
+def ours_constrained(transcriber: Transcriber, matcher: Matcher, beam: int) -> Recognizer:
+    """Decoded within the active sentences; nothing refused here (min_confidence 0): the
+    rejection rows apply a threshold to the confidence afterwards."""
+    decoder = GrammarDecoder(transcriber, matcher, ConstrainedConfig(beam=beam, min_confidence=0))
+
+    def recognize(audio: np.ndarray, item: Item) -> Heard:
+        found = decoder.recognize(audio, item.context, item.mode)
+        return found.text, found.confidence
+
+    return recognize
 
 
 def moonshine_ort(transcriber: Transcriber) -> Recognizer:
@@ -235,7 +263,7 @@ def moonshine_ort(transcriber: Transcriber) -> Recognizer:
 
     config = transcriber.model.config
     run = onnx_runner(torch.get_num_threads(), config.decoder_start_token_id, config.eos_token_id)
-    return lambda audio: transcriber.tokenizer.decode(
+    return lambda audio, item: transcriber.tokenizer.decode(
         run(audio, transcriber.budget(len(audio))).tokens
     )
 
@@ -248,7 +276,7 @@ def pocketsphinx_recognizer(jsgf: str | None = None) -> Recognizer:
         decoder.add_jsgf_string("commands", jsgf)
         decoder.activate_search("commands")
 
-    def recognize(audio: np.ndarray) -> str:
+    def recognize(audio: np.ndarray, item: Item) -> str:
         pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
         decoder.start_utt()
         decoder.process_raw(pcm.tobytes(), full_utt=True)
@@ -361,25 +389,59 @@ def evaluate(
             audio = make(item.path)
             for name, recognize in recognizers.items():
                 started = time.perf_counter()
-                heard = recognize(audio)
+                heard = recognize(audio, item)
                 ms = (time.perf_counter() - started) * 1000
+                heard, confidence = heard if isinstance(heard, tuple) else (heard, None)
                 result = matcher.match(heard, context=item.context or None, mode=item.mode)
                 matched = isinstance(result, CommandMatch)
                 got = result.intent if matched else None
                 got_slots = dict(result.slots) if matched else {}
-                outcome = Outcome(item, condition, heard, got, got_slots, ms)
+                outcome = Outcome(item, condition, heard, got, got_slots, ms, confidence)
                 outcomes.append((name, outcome))
             print(f"\r{condition}: {index + 1}/{len(items)}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     return outcomes
 
 
-def summarize(outcomes: list[tuple[str, Outcome]]) -> list[Row]:
+REJECTION_COST = 3.0
+"""A false accept costs three times a missed or wrong command when the threshold is chosen."""
+
+
+def choose_threshold(outcomes: list[Outcome]) -> float:
+    """The confidence threshold with the fewest errors on these outcomes (the dev split): rate
+    of commands not right plus REJECTION_COST times the rate of false accepts."""
+    commands = [o for o in outcomes if o.item.intent is not None] or outcomes
+    others = [o for o in outcomes if o.item.intent is None] or outcomes
+
+    def cost(threshold: float) -> float:
+        wrong = sum(o.refused_below(threshold).verdict != "right" for o in commands)
+        accepted = sum(o.refused_below(threshold).verdict == "false_alarm" for o in others)
+        return wrong / len(commands) + REJECTION_COST * accepted / len(others)
+
+    candidates = sorted({0.0} | {o.confidence for o in outcomes if o.confidence is not None})
+    return min(candidates, key=lambda t: (cost(t), t))
+
+
+def with_rejection(
+    outcomes: list[tuple[str, Outcome]], name: str
+) -> tuple[float, list[tuple[str, Outcome]]]:
+    """`name`'s outcomes refused below the threshold chosen on its dev split."""
+    dev = [o for n, o in outcomes if n == name and o.split == "dev"]
+    threshold = choose_threshold(dev)
+    refused = [(f"{name}+rejection", o.refused_below(threshold)) for n, o in outcomes if n == name]
+    return threshold, refused
+
+
+def summarize(outcomes: list[tuple[str, Outcome]], split: str | None = None) -> list[Row]:
+    """Rows per recognizer and condition, over one split ("dev", "test") or all clips."""
     rows: dict[tuple[str, str], Row] = {}
     times: dict[tuple[str, str], list[float]] = {}
     for name, outcome in outcomes:
-        key = (name, outcome.condition)
-        row = rows.setdefault(key, Row(name, outcome.condition))
+        if split is not None and outcome.split != split:
+            continue
+        condition = outcome.condition if split is None else f"{outcome.condition}/{split}"
+        key = (name, condition)
+        row = rows.setdefault(key, Row(name, condition))
         times.setdefault(key, []).append(outcome.ms)
         verdict = outcome.verdict
         if outcome.item.intent is None:
@@ -399,6 +461,21 @@ def summarize(outcomes: list[tuple[str, Outcome]]) -> list[Row]:
     for key, row in rows.items():
         row.median_ms = statistics.median(times[key])
     return list(rows.values())
+
+
+def print_confidences(outcomes: list[Outcome]) -> None:
+    """Histogram of the confidence of right commands, wrong ones and non-commands."""
+    bins = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01]
+    groups = {
+        "right": [o for o in outcomes if o.verdict == "right"],
+        "wrong/missed": [o for o in outcomes if o.verdict in ("wrong", "missed")],
+        "non-commands": [o for o in outcomes if o.item.intent is None],
+    }
+    print("confidence  " + " ".join(f"{low:>4.1f}" for low in bins[:-1]))
+    for label, group in groups.items():
+        values = [o.confidence or 0.0 for o in group]
+        counts, _ = np.histogram(values, bins=bins)
+        print(f"{label:<12}" + " ".join(f"{c:>4d}" for c in counts))
 
 
 def percent(part: int, whole: int) -> str:
@@ -428,6 +505,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--noise-db", default="-35", help="pink noise level (dBFS), or off")
     parser.add_argument("--skip-ort", action="store_true", help="no moonshine-ort runs")
     parser.add_argument("--skip-sphinx", action="store_true", help="no pocketsphinx runs")
+    parser.add_argument(
+        "--skip-constrained", action="store_true", help="no grammar-constrained decoding runs"
+    )
+    parser.add_argument("--beam", type=int, default=4, help="constrained beam width")
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips")
     parser.add_argument(
         "--json", nargs="?", const="-", metavar="PATH", help="also dump every outcome (- = stdout)"
@@ -451,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
 
     transcriber = Transcriber(DecodeConfig(compile=True))
     recognizers = {"ours": ours(transcriber)}
+    if not args.skip_constrained:
+        recognizers["ours-constrained"] = ours_constrained(transcriber, matcher, args.beam)
     if not args.skip_ort:
         recognizers["moonshine-ort"] = moonshine_ort(transcriber)
     if not args.skip_sphinx:
@@ -465,11 +548,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"{writer.left_out} sentences left out (free text or unknown words)")  # fmt: skip
             recognizers["pocketsphinx-grammar"] = pocketsphinx_recognizer(jsgf)
     for recognize in recognizers.values():  # warm: first calls allocate
-        recognize(load_audio(items[0].path))
+        recognize(load_audio(items[0].path), items[0])
 
     outcomes = evaluate(recognizers, items, conditions(args.noise), matcher)
+    if "ours-constrained" in recognizers:
+        threshold, refused = with_rejection(outcomes, "ours-constrained")
+        outcomes += refused
+        print(f"rejection threshold chosen on the dev split: confidence >= {threshold:.3f}")
+        print_confidences([o for n, o in outcomes if n == "ours-constrained"])
     rows = summarize(outcomes)
     print_table(rows)
+    print("\nthe test split alone (the threshold was chosen on the other half):")
+    print_table(summarize(outcomes, "test"))
     for row in rows:
         if row.recognizer == "ours" and row.errors:
             print(f"\nours, {row.condition}: {len(row.errors)} errors")
