@@ -12,6 +12,8 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 from . import __version__
 from .errors import MoonshineLiveError
@@ -35,6 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--json", action="store_true", help="one JSON object per file")
     _add_model_arguments(transcribe, compile_default=None)
     transcribe.set_defaults(run=run_transcribe)
+
+    recognize = commands.add_parser(
+        "recognize", help="one command (or refusal) per recording, as listen would hear it"
+    )
+    recognize.add_argument("files", nargs="+", metavar="FILE", help="one command per file")
+    recognize.add_argument(
+        "--grammar",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="a grammar file or shipped name (desktop, home); repeat for several",
+    )
+    recognize.add_argument("--json", action="store_true", help="one JSON event per file")
+    recognize.add_argument("--context", nargs="*", default=[], help="active grammar contexts")
+    recognize.add_argument("--mode", default=None, help="engine mode (default: command)")
+    _add_decode_arguments(recognize)
+    _add_model_arguments(recognize, compile_default=None)
+    recognize.set_defaults(run=run_recognize)
 
     listen = commands.add_parser("listen", help="listen to the microphone (or a file) live")
     where = listen.add_mutually_exclusive_group()
@@ -60,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="act on an exact command after MS ms of silence, before the VAD's 300 ms (0 = off)",
     )
+    _add_decode_arguments(listen)
     _add_model_arguments(listen, compile_default=True)
     listen.set_defaults(run=run_listen)
 
@@ -145,6 +166,52 @@ def _decode_config(args: argparse.Namespace):  # -> DecodeConfig (imported lazil
     )
 
 
+def _add_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decode",
+        choices=("constrained", "free"),
+        default="constrained",
+        help="with a grammar: decode within it, refusing what is no command "
+        "(constrained, the default) or decode freely and match the text (free)",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        metavar="C",
+        help="constrained: refuse commands below this confidence, 0..1 (default 0.3)",
+    )
+
+
+def _command_config(args: argparse.Namespace, **fields: Any) -> Any:
+    from .commands.constrained import ConstrainedConfig
+    from .commands.stage import CommandConfig
+
+    constrained = ConstrainedConfig()
+    if args.min_confidence is not None:
+        constrained = replace(constrained, min_confidence=args.min_confidence)
+    return CommandConfig(
+        grammars=tuple(args.grammar),
+        initial_contexts=tuple(args.context),
+        decode=args.decode,
+        constrained=constrained,
+        **fields,
+    )
+
+
+def run_recognize(args: argparse.Namespace) -> int:
+    from .asr.transcriber import Transcriber
+    from .commands.offline import print_results
+    from .commands.stage import CommandStage
+
+    config = _command_config(args, run_actions=False, reload_interval_s=0.0)
+    if args.mode is not None:
+        config = replace(config, initial_mode=args.mode)
+    stage = CommandStage(config)
+    failed = print_results(stage, Transcriber(_decode_config(args)), args.files, args.json)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def run_transcribe(args: argparse.Namespace) -> int:
     from .asr.transcriber import Transcriber
 
@@ -189,16 +256,9 @@ def run_listen(args: argparse.Namespace) -> int:
     if args.realtime and not args.file:
         print("moonshine-live: error: --realtime needs --file", file=sys.stderr)
         return EXIT_USAGE
-    from dataclasses import replace
-
     from .commands.actions import ActionConfig
-    from .commands.stage import CommandConfig
 
-    commands = CommandConfig(
-        grammars=tuple(args.grammar),
-        actions=replace(ActionConfig(), dry_run=args.dry_run),
-        initial_contexts=tuple(args.context),
-    )
+    commands = _command_config(args, actions=replace(ActionConfig(), dry_run=args.dry_run))
     config = EngineConfig(
         commands=commands,
         capture=CaptureConfig(device=_device_spec(args.device)),
@@ -343,7 +403,6 @@ def run_demo(args: argparse.Namespace) -> int:
     """The quick-start job: voice commands from the microphone when there is one, otherwise
     from a bundled recording of spoken commands; prints each command as it is dispatched."""
     import asyncio
-    from dataclasses import replace
 
     from .commands.actions import ActionConfig
     from .commands.stage import CommandConfig

@@ -28,6 +28,8 @@ def _rounded(value: Any) -> Any:
         return round(value, 3)
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_rounded(v) for v in value]
     return value
 
 
@@ -113,6 +115,18 @@ class CommandEvent(Event):
     """The text as the matcher compared it (lower case, numbers as words...)."""
     sentence: str = ""
     """The grammar template that matched."""
+    confidence: float = 1.0
+    """How sure the engine is that this command was said, 0..1. Constrained decoding: from the
+    grammar's best sentence against the free decode of the same audio, and the command's share
+    of the hypotheses; free decoding: the matcher's score."""
+    margin: float = 0.0
+    """Confidence minus the runner-up's (`alternatives[0]`); the confidence when alone."""
+    alternatives: tuple[dict[str, Any], ...] = ()
+    """The next likeliest commands: {"intent", "slots", "text", "confidence"} each."""
+    decode: str = "free"
+    """"constrained" (decoded within the active grammar) or "free" (decoded, then matched)."""
+    free_text: str = ""
+    """The free transcript of the same audio (constrained decoding; `text` is the grammar's)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,11 @@ class RejectedEvent(Event):
     reason: str
     t_start: float
     t_end: float
+    confidence: float = 0.0
+    """How sure the engine was of `best_intent` (constrained decoding), 0..1."""
+    decode: str = "free"
+    grammar_text: str = ""
+    """The grammar's best sentence for this audio, refused (constrained decoding)."""
 
 
 @dataclass(frozen=True)

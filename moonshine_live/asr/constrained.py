@@ -64,16 +64,18 @@ def beam_decode(
     *,
     beam: int = 4,
     min_score: float = -math.inf,
+    early_exit: bool = True,
 ) -> BeamResult:
     """Decode one encoded utterance (features [1, T, hidden]) within the grammar.
 
     `beam` rows run as one batch (a step streams the same weights whatever the batch); the
     hypotheses finished by the time the best is certain are returned, best first (confidence
-    and alternatives come from them). Hypotheses scoring below `min_score` are dropped (scores
+    and alternatives come from them; `early_exit=False` searches to the budget, for tests that
+    show the early exit changes nothing). Hypotheses scoring below `min_score` are dropped (scores
     only fall: a caller that would refuse them anyway saves the search to the budget).
     """
     with _own_caches(model, beam, budget + 1):
-        return _search(model, features, constraint, budget, beam, min_score)
+        return _search(model, features, constraint, budget, beam, min_score, early_exit)
 
 
 def _search(
@@ -83,6 +85,7 @@ def _search(
     budget: int,
     beam: int,
     min_score: float,
+    early_exit: bool,
 ) -> BeamResult:
     config = model.config
     device = features.device
@@ -119,7 +122,7 @@ def _search(
                     (row, Hypothesis((*parent.tokens, token), (*parent.token_logprobs, lp), state))
                 )
         finished.sort(key=lambda h: -h.score)
-        if not chosen or (finished and finished[0].score >= chosen[0][1].score):
+        if not chosen or (early_exit and finished and finished[0].score >= chosen[0][1].score):
             break  # no live hypothesis can overtake the best finished one
         _reorder_caches(model, [row for row, _ in chosen], beam, pos + 1)
         live = [h for _, h in chosen]

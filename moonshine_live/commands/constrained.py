@@ -16,16 +16,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..asr.constrained import BeamResult, Hypothesis
-from ..asr.transcriber import Transcriber
 from ..asr.transcript import Transcript
 from ..errors import ConfigError
 from ..grammar.matcher import CommandMatch, Matcher, Rejected
 from ..grammar.schema import DEFAULT_MODE
-from ..grammar.tokens import TokenAutomaton, surface_pieces
+
+if TYPE_CHECKING:  # torch stays out of the command stage until a decode needs it
+    from ..asr.constrained import BeamResult, Hypothesis
+    from ..asr.transcriber import Transcriber
+    from ..grammar.tokens import TokenAutomaton
 
 DECODE_MODES = ("constrained", "free")
 
@@ -94,6 +97,7 @@ class GrammarDecoder:
     """Constrained decoding for one grammar load: an automaton per engine state, built once."""
 
     transcriber: Transcriber
+    """Anything with `tokenizer` and `transcribe_within` (`asr.transcriber.Transcriber`)."""
     matcher: Matcher
     config: ConstrainedConfig = field(default_factory=ConstrainedConfig)
     _automata: dict[tuple[frozenset[str], str], TokenAutomaton] = field(default_factory=dict)
@@ -101,6 +105,8 @@ class GrammarDecoder:
 
     def automaton(self, contexts: Iterable[str], mode: str) -> TokenAutomaton:
         """The active sentences' token automaton (built on first use of this state)."""
+        from ..grammar.tokens import TokenAutomaton, surface_pieces
+
         key = (frozenset(contexts), mode)
         found = self._automata.get(key)
         if found is None:

@@ -21,6 +21,7 @@ from ..grammar import DEFAULT_MODE, Grammar, load_grammar
 from ..grammar.matcher import NOTHING_SAID, CommandMatch, Matcher, MatcherConfig
 from .actions import ActionConfig, ActionResult, run_intent
 from .bus import EventBus
+from .constrained import DECODE_MODES, ConstrainedConfig, GrammarDecoder, Recognition
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,8 +42,16 @@ class CommandConfig:
     """How often grammar files are checked for edits (seconds, 0 = never)."""
     initial_mode: str = DEFAULT_MODE
     initial_contexts: tuple[str, ...] = ()
+    decode: str = "constrained"
+    """"constrained": each utterance is decoded within the active grammar (and freely, to refuse
+    what is no command); "free": decoded freely, then matched as text."""
+    constrained: ConstrainedConfig = field(default_factory=ConstrainedConfig)
 
     def __post_init__(self) -> None:
+        if self.decode not in DECODE_MODES:
+            raise ConfigError(
+                f"CommandConfig.decode must be {' or '.join(DECODE_MODES)}, got {self.decode!r}"
+            )
         if self.reload_interval_s < 0:
             raise ConfigError(
                 f"CommandConfig.reload_interval_s must be >= 0, got {self.reload_interval_s}"
@@ -100,6 +109,7 @@ class CommandStage:
         self._bus: EventBus | None = None
         self._action_tasks: set[asyncio.Task[None]] = set()
         self._fired: CommandEvent | None = None  # the last command dispatched
+        self._decoder: GrammarDecoder | None = None
 
     def attach(self, bus: EventBus) -> None:
         """Where commands, rejections and grammar errors go, and whose callbacks run."""
@@ -173,6 +183,79 @@ class CommandStage:
             reason=result.reason,
             t_start=transcript.t_start,
             t_end=transcript.t_end,
+        )
+
+    # -- constrained decoding -------------------------------------------------------------------
+
+    def decodes_constrained(self, transcriber: object) -> bool:
+        """Whether finals are decoded within the grammar (a transcriber that cannot: freely)."""
+        return self.config.decode == "constrained" and hasattr(transcriber, "transcribe_within")
+
+    def recognize(self, transcriber: object, audio: object, t_start: float) -> Recognition:
+        """Decode one utterance within the active grammar (blocking: call it off the loop)."""
+        decoder = self._decoder
+        if decoder is None or decoder.matcher is not self.matcher:  # a new load: new automata
+            decoder = self._decoder = GrammarDecoder(
+                transcriber,  # type: ignore[arg-type]
+                self.matcher,
+                self.config.constrained,
+            )
+        return decoder.recognize(audio, self.contexts, self.mode, t_start)  # type: ignore[arg-type]
+
+    def handle_recognition(self, transcript: TranscriptEvent, found: Recognition) -> None:
+        """Emit and dispatch the command a constrained decode found (or the rejection)."""
+        assert self._bus is not None, "attach() first"
+        result = self.recognition_event(transcript, found)
+        if isinstance(result, CommandEvent):
+            self.dispatch(result)
+            return
+        self._bus.emit(result)
+        if result.reason != NOTHING_SAID:
+            self._bus.dispatcher.dispatch("otherwise", result)
+
+    def recognition_event(
+        self, transcript: TranscriptEvent, found: Recognition
+    ) -> CommandEvent | RejectedEvent:
+        """The `command` or `rejected` event of a constrained decode; dispatches nothing."""
+        match = found.match
+        if found.command is not None and isinstance(match, CommandMatch):
+            return CommandEvent(
+                intent=match.intent,
+                slots=dict(match.slots),
+                text=found.text,
+                score=match.score,
+                t_start=transcript.t_start,
+                t_end=transcript.t_end,
+                latency_ms=transcript.latency_ms,
+                slot_text=dict(match.slot_text),
+                exact=match.exact,
+                normalized=match.normalized,
+                sentence=match.sentence,
+                confidence=found.confidence,
+                margin=found.margin,
+                alternatives=tuple(
+                    {
+                        "intent": a.intent,
+                        "slots": a.slots,
+                        "text": a.text,
+                        "confidence": a.confidence,
+                    }
+                    for a in found.alternatives
+                ),
+                decode="constrained",
+                free_text=found.free.text,
+            )
+        nothing = not found.free.text.strip() and not found.text
+        return RejectedEvent(
+            text=found.free.text,
+            score=match.score,
+            best_intent=match.intent if isinstance(match, CommandMatch) else match.best_intent,
+            reason=NOTHING_SAID if nothing else found.rejected or "no command",
+            t_start=transcript.t_start,
+            t_end=transcript.t_end,
+            confidence=found.confidence,
+            decode="constrained",
+            grammar_text=found.text,
         )
 
     def run_actions(self, command: CommandEvent) -> tuple[ActionResult, ...]:
@@ -279,10 +362,13 @@ class CommandStage:
 def _held_back(command: CommandEvent, reason: str) -> RejectedEvent:
     """The `rejected` that reports a matched command not dispatched (again)."""
     return RejectedEvent(
-        text=command.text,
+        text=command.free_text or command.text,  # the transcript, as for every rejection
         score=command.score,
         best_intent=command.intent,
         reason=reason,
         t_start=command.t_start,
         t_end=command.t_end,
+        confidence=command.confidence,
+        decode=command.decode,
+        grammar_text=command.text if command.free_text else "",
     )

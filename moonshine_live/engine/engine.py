@@ -22,6 +22,7 @@ from ..capture.mic import MicSource
 from ..capture.sources import AudioSource, SourceTraits
 from ..commands import CommandStage
 from ..commands.bus import EventBus
+from ..commands.constrained import Recognition
 from ..commands.dispatcher import Dispatcher
 from ..errors import MoonshineLiveError
 from ..events import (
@@ -196,16 +197,31 @@ class Engine(Callbacks):
         await self._dispatcher.drain()  # callbacks of the last utterance, and their errors
         self._finish(self._stop_reason)
 
-    async def _transcribe(self, job: Job) -> Transcript | None:
+    async def _transcribe(self, job: Job) -> Transcript | Recognition | None:
         """The job's transcript, or None after reporting why there is none."""
         loop = asyncio.get_running_loop()
         schedule = self._schedule
         schedule.running = job
         try:
             began = time.monotonic()
-            transcript = await loop.run_in_executor(
-                self._executor, self._transcriber.transcribe, job.audio, SAMPLE_RATE, job.t_start
-            )
+            commands = self.commands
+            if (
+                job.final
+                and commands is not None
+                and commands.decodes_constrained(self._transcriber)
+            ):
+                commands.check_grammar(self.position_s)  # decode within the grammar of now
+                transcript: Transcript | Recognition = await loop.run_in_executor(
+                    self._executor, commands.recognize, self._transcriber, job.audio, job.t_start
+                )
+            else:
+                transcript = await loop.run_in_executor(
+                    self._executor,
+                    self._transcriber.transcribe,
+                    job.audio,
+                    SAMPLE_RATE,
+                    job.t_start,
+                )
             self._counts.compute_s += time.monotonic() - began
             return transcript
         except asyncio.CancelledError:
@@ -225,7 +241,10 @@ class Engine(Callbacks):
 
     # -- results ---------------------------------------------------------------------------------
 
-    def _deliver(self, job: Job, transcript: Transcript) -> None:
+    def _deliver(self, job: Job, result: Transcript | Recognition) -> None:
+        found = result if isinstance(result, Recognition) else None
+        transcript = found.free if found is not None else result
+        assert isinstance(transcript, Transcript)
         if job.early:
             assert self.commands is not None
             self._schedule.commit_early(job, transcript, self._act_early)
@@ -237,7 +256,11 @@ class Engine(Callbacks):
         self._counts.transcribed += 1
         event = _transcript_event(job, transcript, job.reason)
         self._emit(event)
-        if self.commands is not None:
+        if self.commands is None:
+            return
+        if found is not None:
+            self.commands.handle_recognition(event, found)
+        else:
             self.commands.check_grammar(self.position_s)
             self.commands.handle(event)
 
