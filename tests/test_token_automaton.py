@@ -258,3 +258,35 @@ def test_every_accepted_form_matches_its_intent_exactly(shipped) -> None:
                 assert automaton.accepts_text(form), form
                 result = matcher.match(form, *active_state(intent))
                 assert getattr(result, "exact", False), (form, result)
+
+
+WAKE_GRAMMAR = """
+[grammar]
+wake = "[hey] computer"
+wake_required = {required}
+
+[intents.open]
+say = ["open firefox"]
+"""
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_the_wake_phrase_comes_first_optional_or_required(tokenizer, pieces, required) -> None:
+    grammar = loads_grammar(WAKE_GRAMMAR.format(required=str(required).lower()), "wake.toml")
+    automaton = TokenAutomaton(compile_grammar(grammar), pieces, tokenizer.eos_id)
+    assert automaton.accepts_text(" Computer, open Firefox.")
+    assert automaton.accepts_text(" Hey computer, open firefox")
+    assert automaton.accepts_text(" Open Firefox.") is not required
+    assert not automaton.accepts_text(" Computer.")
+    assert not automaton.accepts_text(" Open Firefox, computer.")
+
+
+def test_one_apostrophe_per_word(tokenizer, pieces) -> None:
+    """"what's" reads as "whats" (as the normaliser joins it); a word cannot hide letters
+    between several apostrophes ("wh'at's")."""
+    text = '[intents.time]\nsay = ["what\'s the time"]\n'
+    automaton = TokenAutomaton(compile_grammar(loads_grammar(text, "t.toml")), pieces, 2)
+    assert automaton.accepts_text(" What's the time?")
+    assert automaton.accepts_text(" Whats the time")
+    assert not automaton.accepts_text(" Wh'at's the time?")
+    assert not automaton.accepts_text(" What' s the time?")

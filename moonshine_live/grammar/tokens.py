@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from .compile import LIST, NUMBER, TEXT, WORD, CompiledGrammar, CompiledSentence
+from .compile import LIST, NUMBER, TEXT, WORD, Automaton, CompiledGrammar, CompiledSentence
 from .normalize import number_to_words
 
 ANY = "\x00*"
@@ -118,20 +118,38 @@ def _sequences(tokens: Iterable[str]) -> list[tuple[str, ...]]:
     return result
 
 
-def surface_words(sentences: Iterable[CompiledSentence], wake: object = None) -> SurfaceWords:
-    """One word NFA accepting every active sentence in every surface form."""
+def surface_words(
+    sentences: Iterable[CompiledSentence], wake: Automaton | None = None, required: bool = False
+) -> SurfaceWords:
+    """One word NFA accepting every active sentence in every surface form, after the wake
+    phrase (`required`) or with or without it."""
     nfa = SurfaceWords()
     for sentence in sentences:
-        automaton = sentence.automaton
-        offset = len(nfa.edges)
-        for _ in automaton.edges:
-            nfa.new_state()
-        nfa.start.add(offset)
-        nfa.accepting.update(offset + a for a in automaton.accepting)
-        for state, edges in enumerate(automaton.edges):
-            for edge in edges:
-                _add_edge(nfa, offset + state, edge.kind, edge.arg, offset + edge.target)
+        nfa.start.add(_add_automaton(nfa, sentence.automaton, accepting=True))
+    if wake is None:
+        return nfa
+    starts = set(nfa.start)
+    wake_start = _add_automaton(nfa, wake, accepting=False)
+    ends = [wake_start + a for a in wake.accepting]
+    for end in ends:  # after the wake phrase, any sentence
+        for start in starts:
+            for word, targets in nfa.edges[start].items():
+                nfa.edges[end].setdefault(word, set()).update(targets)
+    nfa.start = {wake_start} if required else starts | {wake_start}
     return nfa
+
+
+def _add_automaton(nfa: SurfaceWords, automaton: Automaton, accepting: bool) -> int:
+    """Copy a sentence automaton's states into the NFA; returns where its state 0 landed."""
+    offset = len(nfa.edges)
+    for _ in automaton.edges:
+        nfa.new_state()
+    if accepting:
+        nfa.accepting.update(offset + a for a in automaton.accepting)
+    for state, edges in enumerate(automaton.edges):
+        for edge in edges:
+            _add_edge(nfa, offset + state, edge.kind, edge.arg, offset + edge.target)
+    return offset
 
 
 def _add_edge(nfa: SurfaceWords, source: int, kind: int, arg: object, target: int) -> None:
@@ -183,7 +201,8 @@ class TokenAutomaton:
         """`pieces`: the vocabulary's surface strings by id ("▁" already a space; "" for ids
         that are never text: control and byte tokens)."""
         chosen = [s for s in compiled.sentences if active is None or active[s.order]]
-        self.nfa = surface_words(chosen)
+        wake = compiled.grammar.wake
+        self.nfa = surface_words(chosen, compiled.wake, bool(wake and wake.required))
         self.eos_id = eos_id
         self._trie = _vocab_trie(tuple(pieces))
         self._ids: dict[CharState, int] = {}
