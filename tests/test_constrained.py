@@ -185,4 +185,3 @@ def test_recognize_gives_one_json_result_per_file(cli, tmp_path) -> None:
 def test_recognize_names_a_missing_file(cli, tmp_path) -> None:
     code, _, err = cli("recognize", "--grammar", "home", tmp_path / "nope.wav")
     assert code != 0 and "nope.wav" in err
-
