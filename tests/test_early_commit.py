@@ -251,3 +251,59 @@ async def test_a_second_pause_in_one_command_does_not_fire_it_again(
     events, _ = await run(audio, transcriber, early_commit_ms=150)
     assert [c.intent for c in of_type(events, "command")] == ["screenshot"]
     assert [t.reason for t in of_type(events, "transcript")] == ["early"]
+
+
+PREFIX_GRAMMAR = """
+[lists.app]
+"firefox" = "firefox"
+"firefox settings" = "firefox-settings"
+
+[intents.open_app]
+say = ["open {app}"]
+slots = { app = "app" }
+"""
+
+
+@pytest.mark.needs_weights
+@pytest.mark.needs_tts
+async def test_a_command_that_more_words_could_change_does_not_fire_at_the_pause(
+    transcriber, tmp_path
+) -> None:
+    """ "open firefox" + pause + "settings": "open firefox" is an exact command, but the grammar
+    knows "settings" may follow and change it, so early commit waits at the pause (before, it
+    fired "open firefox"), and the one command is the whole one."""
+    grammar = tmp_path / "apps.toml"
+    grammar.write_text(PREFIX_GRAMMAR)
+    commands = CommandConfig(grammars=(str(grammar),), actions=ActionConfig(dry_run=True))
+    assert CommandStage(commands).matcher.match("Open firefox").exact  # the pause's reading
+    audio = with_pauses(
+        0.6,
+        voiced(tts_wav("open firefox", "flite", variant="slt")),
+        0.45,
+        voiced(tts_wav("settings", "flite", variant="slt")),
+        1.2,
+    )
+    config = EngineConfig(
+        commands=commands,
+        stats_interval_s=0,
+        partial_interval_ms=0,
+        early_commit_ms=150,
+        vad=VadConfig(hangover_ms=750, post_roll_ms=300),  # the pause does not end the utterance
+    )
+    engine = Engine(config, source=ArraySource(audio, realtime=True), transcriber=transcriber)
+    events = await engine_events(engine, TIMEOUT)
+    decisions(events)
+    shown = [(e.type, getattr(e, "text", ""), getattr(e, "reason", "")) for e in events]
+    assert [e.slots["app"] for e in events if e.type == "command"] == ["firefox-settings"], shown
+
+
+def test_early_commit_waits_where_more_words_could_change_the_command(transcriber, tmp_path):
+    """The check the engine makes before acting at a pause, on the tokenizer's own tokens."""
+    grammar = tmp_path / "apps.toml"
+    grammar.write_text(PREFIX_GRAMMAR)
+    stage = CommandStage(CommandConfig(grammars=(str(grammar),)))
+    assert stage.matcher.match("Open firefox").exact  # an exact command: free early commit fired
+    tokens = transcriber.tokenizer.encode
+    assert not stage.settled(transcriber, tokens("Open firefox"))  # "settings" may follow
+    assert stage.settled(transcriber, tokens("Open firefox settings."))
+    assert not stage.settled(transcriber, tokens("Open"))

@@ -299,3 +299,43 @@ def test_one_apostrophe_per_word(tokenizer, pieces) -> None:
     assert automaton.accepts_text(" Whats the time")
     assert not automaton.accepts_text(" Wh'at's the time?")
     assert not automaton.accepts_text(" What' s the time?")
+
+
+SETTLED_GRAMMAR = """
+[lists.app]
+"firefox" = "firefox"
+"firefox settings" = "firefox-settings"
+"terminal" = "terminal"
+
+[intents.open]
+say = ["open {app} [please]"]
+slots = { app = "app" }
+
+[intents.lights]
+say = ["turn on the lights", "turn on the lights in the kitchen {level}"]
+slots = { level = "1..9" }
+
+[intents.close]
+say = ["close [the] window [now]"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "settled"),
+    [
+        (" Open terminal", True),  # only "please" may follow: the same command
+        (" Open terminal, please.", True),
+        (" Open Firefox", False),  # "settings" would make it another app
+        (" Turn on the lights", False),  # "in the kitchen ..." fills a slot
+        (" Close the window", True),
+        (" Close the", False),  # not a command yet
+    ],
+)
+def test_a_command_is_settled_when_no_words_can_change_it(tokenizer, pieces, text, settled):
+    grammar = loads_grammar(SETTLED_GRAMMAR, "settled.toml")
+    automaton = TokenAutomaton(compile_grammar(grammar), pieces, tokenizer.eos_id)
+    state: int | None = automaton.start
+    for char in text:
+        state = automaton.step_char(state, char)
+        assert state is not None, text
+    assert automaton.settled(state) is settled

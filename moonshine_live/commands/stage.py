@@ -191,8 +191,7 @@ class CommandStage:
         """Whether finals are decoded within the grammar (a transcriber that cannot: freely)."""
         return self.config.decode == "constrained" and hasattr(transcriber, "transcribe_within")
 
-    def recognize(self, transcriber: object, audio: object, t_start: float) -> Recognition:
-        """Decode one utterance within the active grammar (blocking: call it off the loop)."""
+    def _grammar_decoder(self, transcriber: object) -> GrammarDecoder:
         decoder = self._decoder
         if decoder is None or decoder.matcher is not self.matcher:  # a new load: new automata
             decoder = self._decoder = GrammarDecoder(
@@ -200,7 +199,19 @@ class CommandStage:
                 self.matcher,
                 self.config.constrained,
             )
+        return decoder
+
+    def recognize(self, transcriber: object, audio: object, t_start: float) -> Recognition:
+        """Decode one utterance within the active grammar (blocking: call it off the loop)."""
+        decoder = self._grammar_decoder(transcriber)
         return decoder.recognize(audio, self.contexts, self.mode, t_start)  # type: ignore[arg-type]
+
+    def settled(self, transcriber: object, tokens: Iterable[int]) -> bool:
+        """Whether these tokens are a whole command of the active grammar that no further words
+        could change (acting on it at a pause is then safe)."""
+        automaton = self._grammar_decoder(transcriber).automaton(self.contexts, self.mode)
+        state = automaton.after(tokens)
+        return state is not None and automaton.settled(state)
 
     def handle_recognition(self, transcript: TranscriptEvent, found: Recognition) -> None:
         """Emit and dispatch the command a constrained decode found (or the rejection)."""

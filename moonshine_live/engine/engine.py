@@ -271,6 +271,11 @@ class Engine(Callbacks):
         command = self.commands.match(event, exact_only=True)
         if not isinstance(command, CommandEvent):
             return False
+        transcriber = self._transcriber
+        if self.commands.decodes_constrained(transcriber) and not self.commands.settled(
+            transcriber, transcript.tokens
+        ):
+            return False  # more words could make it another command: the final decides
         if self.commands.fired(command):
             return True  # a second pause in the same command: it fired once, the text stands
         self._emit(event)

@@ -23,6 +23,7 @@ States are interned as small ints; `TokenAutomaton.allowed(state)` gives (token 
 from __future__ import annotations
 
 import functools
+import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -63,9 +64,15 @@ class SurfaceWords:
     edges: list[dict[str, set[int]]] = field(default_factory=list)
     accepting: set[int] = field(default_factory=set)
     start: set[int] = field(default_factory=set)
+    intent: list[str] = field(default_factory=list)
+    """The intent of the sentence each state belongs to ("" for the wake phrase)."""
+    slot_ahead: list[bool] = field(default_factory=list)
+    """Whether words after this state may still fill a slot (change the command's values)."""
 
-    def new_state(self) -> int:
+    def new_state(self, intent: str = "", slot_ahead: bool = False) -> int:
         self.edges.append({})
+        self.intent.append(intent)
+        self.slot_ahead.append(slot_ahead)
         return len(self.edges) - 1
 
     def add(self, source: int, word: str, target: int) -> None:
@@ -79,13 +86,15 @@ class SurfaceWords:
             if existing:
                 state = existing[0]
             else:
-                step = self.new_state()
+                step = self.new_state(self.intent[source], self._path_slot)
                 self.add(state, word, step)
                 state = step
         self.add(state, words[-1], target)
 
     _path_floor: int = 0
     """States made by `add_path` for the current edge start here (paths of one edge share)."""
+    _path_slot: bool = False
+    """Whether the states `add_path` makes now are inside a slot or before one."""
 
 
 def number_forms(value: int) -> list[tuple[str, ...]]:
@@ -125,11 +134,11 @@ def surface_words(
     phrase (`required`) or with or without it."""
     nfa = SurfaceWords()
     for sentence in sentences:
-        nfa.start.add(_add_automaton(nfa, sentence.automaton, accepting=True))
+        nfa.start.add(_add_automaton(nfa, sentence.automaton, sentence.intent.name))
     if wake is None:
         return nfa
     starts = set(nfa.start)
-    wake_start = _add_automaton(nfa, wake, accepting=False)
+    wake_start = _add_automaton(nfa, wake, "")
     ends = [wake_start + a for a in wake.accepting]
     for end in ends:  # after the wake phrase, any sentence
         for start in starts:
@@ -139,17 +148,33 @@ def surface_words(
     return nfa
 
 
-def _add_automaton(nfa: SurfaceWords, automaton: Automaton, accepting: bool) -> int:
-    """Copy a sentence automaton's states into the NFA; returns where its state 0 landed."""
+def _add_automaton(nfa: SurfaceWords, automaton: Automaton, intent: str) -> int:
+    """Copy a sentence automaton's states into the NFA (the wake phrase: `intent` ""); returns
+    where its state 0 landed."""
+    ahead = _slots_ahead(automaton)
     offset = len(nfa.edges)
-    for _ in automaton.edges:
-        nfa.new_state()
-    if accepting:
+    for state in range(len(automaton.edges)):
+        nfa.new_state(intent, ahead[state])
+    if intent:
         nfa.accepting.update(offset + a for a in automaton.accepting)
     for state, edges in enumerate(automaton.edges):
         for edge in edges:
+            nfa._path_slot = edge.kind in _SLOT_KINDS or ahead[edge.target]
             _add_edge(nfa, offset + state, edge.kind, edge.arg, offset + edge.target)
     return offset
+
+
+_SLOT_KINDS = (LIST, NUMBER, TEXT)
+
+
+def _slots_ahead(automaton: Automaton) -> list[bool]:
+    """Per state, whether a slot edge lies on some path from it (edges only go forward)."""
+    ahead = [False] * len(automaton.edges)
+    for state in reversed(range(len(automaton.edges))):
+        ahead[state] = any(
+            edge.kind in _SLOT_KINDS or ahead[edge.target] for edge in automaton.edges[state]
+        )
+    return ahead
 
 
 def _add_edge(nfa: SurfaceWords, source: int, kind: int, arg: object, target: int) -> None:
@@ -172,7 +197,7 @@ def _add_edge(nfa: SurfaceWords, source: int, kind: int, arg: object, target: in
         else:
             nfa.add(source, "\x00#", target)
     elif kind == TEXT:  # one word or more: a loop state that may leave at every word
-        loop = nfa.new_state()
+        loop = nfa.new_state(nfa.intent[source], True)
         for state in (source, loop):
             nfa.add(state, ANY, loop)
             nfa.add(state, ANY, target)
@@ -211,6 +236,7 @@ class TokenAutomaton:
         self._allowed: dict[int, tuple[torch.Tensor, list[int]]] = {}
         self._prefixes: dict[frozenset[int], frozenset[str]] = {}
         self._words: dict[frozenset[int], dict[str, frozenset[int]]] = {}
+        self._lock = threading.RLock()  # the caches grow as states are visited, from any thread
         self.start = self._intern(CharState(frozenset(self.nfa.start), "", _START))
 
     @property
@@ -268,6 +294,22 @@ class TokenAutomaton:
             return False
         return bool(self._complete(state) & self.nfa.accepting)
 
+    def settled(self, state_id: int) -> bool:
+        """Whether the text so far is a whole command that no further words can change: it may
+        end here, and every way on stays in the same intent without filling a slot (an optional
+        "please" may follow; "firefox" of "firefox settings" may not). Early commit is safe then.
+        """
+        if not self.accepts_end(state_id):
+            return False
+        state = self._states[state_id]
+        reached = self._complete(state) if state.phase in _WORD_PHASES else state.states
+        ending = {self.nfa.intent[s] for s in reached & self.nfa.accepting}
+        if len(ending) != 1:
+            return False
+        nfa = self.nfa
+        going_on = [s for s in reached if nfa.edges[s]]
+        return all(nfa.intent[s] in ending and not nfa.slot_ahead[s] for s in going_on)
+
     # -- characters ----------------------------------------------------------------------------
 
     def step_char(self, state_id: int, char: str) -> int | None:
@@ -275,9 +317,10 @@ class TokenAutomaton:
         key = (state_id, char)
         if key in self._chars:
             return self._chars[key]
-        found = self._step(self._states[state_id], char)
-        result = None if found is None else self._intern(found)
-        self._chars[key] = result
+        with self._lock:
+            found = self._step(self._states[state_id], char)
+            result = None if found is None else self._intern(found)
+            self._chars[key] = result
         return result
 
     def _step(self, state: CharState, char: str) -> CharState | None:
@@ -340,7 +383,9 @@ class TokenAutomaton:
         """(token ids [n] (long), the state after each); end-of-text is among them where a
         sentence may end (its next state is the same state)."""
         found = self._allowed.get(state_id)
-        if found is None:
+        if found is not None:
+            return found
+        with self._lock:
             ids: list[int] = []
             nexts: list[int] = []
             self._walk(self._trie, state_id, ids, nexts)
@@ -368,6 +413,15 @@ class TokenAutomaton:
         ids, nexts = self.allowed(state_id)
         matches = (ids == token_id).nonzero()
         return nexts[int(matches[0])] if len(matches) else None
+
+    def after(self, tokens: Iterable[int]) -> int | None:
+        """The state after these tokens (None: the grammar refuses them)."""
+        state: int | None = self.start
+        for token in tokens:
+            if state is None:
+                return None
+            state = self.advance(state, int(token))
+        return state
 
     def accepts_text(self, text: str) -> bool:
         """Whether `text` (as decoded) is a whole allowed sentence: for tests and tools."""
