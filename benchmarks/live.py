@@ -38,9 +38,10 @@ async def replay(
     realtime: bool,
     grammars: tuple[str, ...],
     early_commit_ms: int = 0,
+    decode: str = "constrained",
 ) -> tuple[list[Event], float, float, float]:
     """All events of one run, its wall time and process CPU time (seconds), and its RTF."""
-    commands = CommandConfig(grammars=grammars, actions=ActionConfig(dry_run=True))
+    commands = CommandConfig(grammars=grammars, actions=ActionConfig(dry_run=True), decode=decode)
     config = EngineConfig(stats_interval_s=0, commands=commands, early_commit_ms=early_commit_ms)
     engine = Engine(config, source=ArraySource(audio, realtime=realtime), transcriber=transcriber)
     events: list[Event] = []
@@ -72,6 +73,13 @@ def report(events: list[Event], wall_s: float, cpu_s: float, audio_s: float) -> 
         print(f"median transcript: {statistics.median(len(e.text) for e in transcripts)} chars")
 
 
+def command_p50(events: list[Event]) -> tuple[float, list[tuple[str, list]]]:
+    """End of speech -> command p50 (ms) of a run, and its commands (intent, slots) in order."""
+    commands = [e for e in events if e.type == "command"]
+    said = [(e.intent, sorted(e.slots.items())) for e in commands]
+    return percentile([e.latency_ms for e in commands], 50), said
+
+
 async def main(args: argparse.Namespace) -> None:
     source = args.file or str(files("moonshine_live") / "assets" / "commands.flac")
     clip = load_audio(source)
@@ -86,28 +94,36 @@ async def main(args: argparse.Namespace) -> None:
     grammars = () if args.no_grammar else ("desktop", "home")
     print(f"replaying {len(speech) / SAMPLE_RATE:.0f} s of {source} "
           f"({'as fast as possible' if args.fast else 'in real time'})")  # fmt: skip
-    events, wall, cpu, rtf = await replay(speech, transcriber, not args.fast, grammars)
+    print(f"decoding: {args.decode}")
+    events, wall, cpu, rtf = await replay(
+        speech, transcriber, not args.fast, grammars, decode=args.decode
+    )
     report(events, wall, cpu, len(speech) / SAMPLE_RATE)
     print(f"real-time factor (transcription time / audio time): {rtf:.3f}")
+    if grammars and not args.no_compare:
+        other = "free" if args.decode == "constrained" else "constrained"
+        print(f"\nagain, decoding {other}:")
+        again, wall, cpu, rtf = await replay(
+            speech, transcriber, not args.fast, grammars, decode=other
+        )
+        report(again, wall, cpu, len(speech) / SAMPLE_RATE)
+        print(f"real-time factor: {rtf:.3f}")
+        (p50, again_p50), (said, again_said) = command_p50(events), command_p50(again)
+        print(f"end of speech -> command p50, {args.decode}/{other}: {p50 / again_p50:.2f}")
+        only = [c for c in said if c not in again_said], [c for c in again_said if c not in said]
+        print(f"commands only {args.decode}: {only[0]}; only {other}: {only[1]}")
     if args.early_commit:
         print(f"\nagain, with early commit after {args.early_commit} ms of silence:")
         early, wall, cpu, rtf = await replay(
-            speech, transcriber, not args.fast, grammars, args.early_commit
+            speech, transcriber, not args.fast, grammars, args.early_commit, args.decode
         )
         report(early, wall, cpu, len(speech) / SAMPLE_RATE)
         print(f"real-time factor: {rtf:.3f}")
         commits = sum(e.type == "transcript" and e.reason == "early" for e in early)
         print(f"early commits: {commits}")
-        before, after = (
-            percentile([e.latency_ms for e in run if e.type == "command"], 50)
-            for run in (events, early)
-        )
+        (before, waited), (after, acted) = command_p50(events), command_p50(early)
         print(f"end of speech -> command p50, early/waiting: {after / before:.2f}")
-        said = [
-            [(e.intent, sorted(e.slots.items())) for e in run if e.type == "command"]
-            for run in (events, early)
-        ]
-        same = "the same" if said[0] == said[1] else f"DIFFERENT: {said[0]} vs {said[1]}"
+        same = "the same" if waited == acted else f"DIFFERENT: {waited} vs {acted}"
         print(f"commands with and without early commit: {same}")
     print(f"\nsilence: {args.silence_s:.0f} s of low noise in real time")
     events, wall, cpu, _ = await replay(silence, transcriber, True, grammars)
@@ -123,6 +139,12 @@ if __name__ == "__main__":
     parser.add_argument("--fast", action="store_true", help="no real-time pacing")
     parser.add_argument("--no-grammar", action="store_true", help="transcripts only")
     parser.add_argument("--eager", action="store_true", help="eager float model, not compiled")
+    parser.add_argument(
+        "--decode", choices=("constrained", "free"), default="constrained", help="with a grammar"
+    )
+    parser.add_argument(
+        "--no-compare", action="store_true", help="no second run with the other --decode"
+    )
     parser.add_argument(
         "--early-commit", type=int, default=0, metavar="MS",
         help="replay again with EngineConfig.early_commit_ms=MS and compare",
