@@ -179,7 +179,7 @@ def _add_decode_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="C",
-        help="constrained: refuse commands below this confidence, 0..1 (default 0.3)",
+        help="constrained: refuse commands below this confidence, 0..1 (default 0.15)",
     )
 
 
