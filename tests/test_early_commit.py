@@ -178,11 +178,16 @@ def test_early_commit_must_be_shorter_than_the_hangover(ms: int) -> None:
         EngineConfig(early_commit_ms=ms, vad=VadConfig(hangover_ms=300))
 
 
-async def test_a_command_done_early_is_not_dispatched_again_but_another_one_is() -> None:
+def attached_stage() -> tuple[CommandStage, Dispatcher]:
+    """A command stage on a bus of its own, no cooldown: what it dispatches is what it decided."""
     stage = CommandStage(COMMANDS)
     dispatcher = Dispatcher(DispatchConfig(cooldown_ms=0))
-    bus = EventBus(dispatcher)
-    stage.attach(bus)
+    stage.attach(EventBus(dispatcher))
+    return stage, dispatcher
+
+
+async def test_a_command_done_early_is_not_dispatched_again_but_another_one_is() -> None:
+    stage, dispatcher = attached_stage()
     dispatched: list[str] = []
     dispatcher.register("intent:close_window", lambda c: dispatched.append(c.intent))
     dispatcher.register("intent:maximize_window", lambda c: dispatched.append(c.intent))
@@ -203,10 +208,7 @@ async def test_a_command_done_early_is_not_dispatched_again_but_another_one_is()
 async def test_the_stage_remembers_what_it_fired_for_an_utterance() -> None:
     """One place keeps a command from firing twice: the stage. The same command from the same
     utterance (an early commit, then its final) is held back; from the next utterance it fires."""
-    stage = CommandStage(COMMANDS)
-    dispatcher = Dispatcher(DispatchConfig(cooldown_ms=0))
-    bus = EventBus(dispatcher)
-    stage.attach(bus)
+    stage, dispatcher = attached_stage()
     held: list[str] = []
     dispatcher.register("rejected", lambda e: held.append(e.reason))
     dispatched: list[float] = []

@@ -32,6 +32,7 @@ from ..capture.audio import SAMPLE_RATE, load_audio, split_at_pauses, validate_a
 from ..checkpoint.weights import INT8_PARTS, Checkpoint, load_model, resolve_checkpoint
 from ..errors import ConfigError
 from ..model.decoding import (
+    DecodeResult,
     LogitFilter,
     RepetitionGuard,
     StepFn,
@@ -358,16 +359,7 @@ class Transcriber:
         encode_ms = (encoded - started) * 1000 / len(utterances)
         decode_ms = (decoded - encoded) * 1000 / len(utterances)
         return [
-            Transcript(
-                text=self.tokenizer.decode(r.tokens).strip(),
-                tokens=r.tokens,
-                avg_logprob=r.avg_logprob,
-                audio_s=len(u) / SAMPLE_RATE,
-                encode_ms=encode_ms,
-                decode_ms=decode_ms,
-                stop_reason=r.stop_reason,
-                t_start=t,
-            )
+            self._transcript(r, len(u), encode_ms, decode_ms, t)
             for u, r, t in zip(utterances, results, t_starts, strict=True)
         ]
 
@@ -417,17 +409,23 @@ class Transcriber:
                 self.model, features, constraint, budget, beam=beam, min_score=floor
             )
             searched = time.perf_counter()
-        transcript = Transcript(
-            text=self.tokenizer.decode(free.tokens).strip(),
-            tokens=free.tokens,
-            avg_logprob=free.avg_logprob,
-            audio_s=len(audio) / SAMPLE_RATE,
-            encode_ms=(encoded - started) * 1000,
-            decode_ms=(decoded - encoded) * 1000,
-            stop_reason=free.stop_reason,
-            t_start=t_start,
-        )
+        encode_ms, decode_ms = (encoded - started) * 1000, (decoded - encoded) * 1000
+        transcript = self._transcript(free, len(audio), encode_ms, decode_ms, t_start)
         return transcript, replace(found, search_ms=(searched - decoded) * 1000)
+
+    def _transcript(
+        self, result: DecodeResult, samples: int, encode_ms: float, decode_ms: float, t: float
+    ) -> Transcript:
+        return Transcript(
+            text=self.tokenizer.decode(result.tokens).strip(),
+            tokens=result.tokens,
+            avg_logprob=result.avg_logprob,
+            audio_s=samples / SAMPLE_RATE,
+            encode_ms=encode_ms,
+            decode_ms=decode_ms,
+            stop_reason=result.stop_reason,
+            t_start=t,
+        )
 
     def transcribe_long(
         self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE

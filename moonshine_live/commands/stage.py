@@ -163,19 +163,7 @@ class CommandStage:
         if exact_only and not (isinstance(result, CommandMatch) and result.exact):
             return None
         if isinstance(result, CommandMatch):
-            return CommandEvent(
-                intent=result.intent,
-                slots=dict(result.slots),
-                text=result.text,
-                score=result.score,
-                t_start=transcript.t_start,
-                t_end=transcript.t_end,
-                latency_ms=latency,
-                slot_text=dict(result.slot_text),
-                exact=result.exact,
-                normalized=result.normalized,
-                sentence=result.sentence,
-            )
+            return _command_event(result, transcript, latency_ms=latency)
         return RejectedEvent(
             text=result.text,
             score=result.score,
@@ -216,13 +204,7 @@ class CommandStage:
     def handle_recognition(self, transcript: TranscriptEvent, found: Recognition) -> None:
         """Emit and dispatch the command a constrained decode found (or the rejection)."""
         assert self._bus is not None, "attach() first"
-        result = self.recognition_event(transcript, found)
-        if isinstance(result, CommandEvent):
-            self.dispatch(result)
-            return
-        self._bus.emit(result)
-        if result.reason != NOTHING_SAID:
-            self._bus.dispatcher.dispatch("otherwise", result)
+        self._decide(self.recognition_event(transcript, found))
 
     def recognition_event(
         self, transcript: TranscriptEvent, found: Recognition
@@ -230,18 +212,11 @@ class CommandStage:
         """The `command` or `rejected` event of a constrained decode; dispatches nothing."""
         match = found.match
         if found.command is not None and isinstance(match, CommandMatch):
-            return CommandEvent(
-                intent=match.intent,
-                slots=dict(match.slots),
-                text=found.text,
-                score=match.score,
-                t_start=transcript.t_start,
-                t_end=transcript.t_end,
+            return _command_event(
+                match,
+                transcript,
                 latency_ms=transcript.latency_ms,
-                slot_text=dict(match.slot_text),
-                exact=match.exact,
-                normalized=match.normalized,
-                sentence=match.sentence,
+                text=found.text,
                 confidence=found.confidence,
                 margin=found.margin,
                 alternatives=tuple(
@@ -286,12 +261,21 @@ class CommandStage:
         """
         assert self._bus is not None, "attach() first"
         result = self.match(transcript)
-        if isinstance(result, RejectedEvent):
-            self._bus.emit(result)
-            if result.reason != NOTHING_SAID:
-                self._bus.dispatcher.dispatch("otherwise", result)
-        elif isinstance(result, CommandEvent):
+        assert result is not None  # only an exact_only match gives None
+        self._decide(result, done)
+
+    def _decide(
+        self, result: CommandEvent | RejectedEvent, done: CommandEvent | None = None
+    ) -> None:
+        """Dispatch a command; report a rejection (and hand speech that is no command to
+        `otherwise` callbacks)."""
+        assert self._bus is not None, "attach() first"
+        if isinstance(result, CommandEvent):
             self.dispatch(result, done)
+            return
+        self._bus.emit(result)
+        if result.reason != NOTHING_SAID:
+            self._bus.dispatcher.dispatch("otherwise", result)
 
     def fired(self, command: CommandEvent, done: CommandEvent | None = None) -> bool:
         """Whether `command` (same intent and slots) was dispatched for its utterance already:
@@ -368,6 +352,26 @@ class CommandStage:
         while True:
             await asyncio.sleep(self.config.reload_interval_s)
             self.check_grammar(position())
+
+
+def _command_event(
+    match: CommandMatch, transcript: TranscriptEvent, **fields: object
+) -> CommandEvent:
+    """The `command` event of a match of this transcript; `fields` add or override (the
+    constrained decode's text, confidence ...)."""
+    values: dict[str, object] = {
+        "intent": match.intent,
+        "slots": dict(match.slots),
+        "text": match.text,
+        "score": match.score,
+        "t_start": transcript.t_start,
+        "t_end": transcript.t_end,
+        "slot_text": dict(match.slot_text),
+        "exact": match.exact,
+        "normalized": match.normalized,
+        "sentence": match.sentence,
+    }
+    return CommandEvent(**{**values, **fields})  # type: ignore[arg-type]
 
 
 def _held_back(command: CommandEvent, reason: str) -> RejectedEvent:
