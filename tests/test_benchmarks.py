@@ -6,6 +6,7 @@ clips go through ours only, and every one of them must be judged (right, wrong o
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,36 @@ def test_command_benchmark_runs(transcriber) -> None:  # the fixture warms the c
         assert right + wrong + missed == pytest.approx(100.0, abs=0.2), row
         assert right > 0, result.stdout  # three plain commands: at least one must come through
     assert "rejection threshold chosen on the dev split" in result.stdout
+
+
+@pytest.mark.needs_weights
+@pytest.mark.needs_tts
+def test_command_benchmark_new_options_run(transcriber, tmp_path) -> None:
+    """A tiny run of the voices, SNR noise and babble, the drinks grammar, spoken pauses and
+    non-speech: every table is printed, every clip is heard clean and in each noise, and the
+    JSON carries the new fields."""
+    for tool in ("espeak-ng", "flite", "sox"):
+        require_tool(tool)
+    dump = tmp_path / "outcomes.json"
+    argv = [sys.executable, str(BENCHMARKS / "commands.py"), "--limit", "3", "--voices", "quick",
+            "--grammar", "drinks", "--snr", "10", "--noise", "pink,babble", "--pause-share", "1",
+            "--sounds-per-kind", "1", "--skip-ort", "--skip-sphinx",
+            "--json", str(dump)]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    for title in ("voice family", "SNR", "noise", "grammar", "pause", "kind"):
+        assert f"by {title} (test split):" in result.stdout
+    titles = [line for line in result.stdout.splitlines() if line.startswith("by ")]
+    assert titles[-1] == "by recognizer and condition (test split):"  # the headline comes last
+    outcomes = json.loads(dump.read_text())
+    ours = [o for o in outcomes if o["recognizer"] == "ours"]
+    assert {o["condition"] for o in ours} == {"clean", "pink@10dB", "babble@10dB"}
+    assert len(ours) == 3 * 6  # 3 commands and 3 non-commands, each in 3 conditions
+    kinds = {o["item"]["kind"] for o in ours}
+    assert kinds == {"command", "chatter", "near-miss", "non-speech"}
+    commands = [o for o in ours if o["item"]["kind"] == "command"]
+    assert all(o["item"]["grammar"] == "drinks" and o["item"]["pause_s"] > 0 for o in commands)
+    assert {o["verdict"] for o in commands} <= {"right", "wrong", "missed"}
+    assert all(o["split"] in ("dev", "test") and o["snr"] in ("clean", "10dB") for o in ours)
+    rejection = [o for o in outcomes if o["recognizer"] == "ours-constrained+rejection"]
+    assert len(rejection) == len(ours) and rejection[0]["threshold"] is not None
