@@ -74,12 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--dry-run", action="store_true", help="report actions, run none")
     listen.add_argument("--context", nargs="*", default=[], help="initial grammar contexts")
     listen.add_argument(
-        "--early-commit",
-        type=int,
-        default=0,
-        metavar="MS",
-        help="act on an exact command after MS ms of silence, before the VAD's 300 ms (0 = off)",
-    )
+        "--early-commit", type=int, default=None, metavar="MS",
+        help="act on a command no words could change after MS ms of silence, before the VAD's "
+        "300 ms (0 = off; default 150 on a microphone decoding within the grammar, else off)",
+    )  # fmt: skip
+    listen.add_argument(
+        "--join-within", type=int, default=None, metavar="MS",
+        help="the start of a command cut by a pause waits MS ms for the rest, then both are "
+        "decoded as one (within the grammar; 0 = off; default 1500)",
+    )  # fmt: skip
     _add_decode_arguments(listen)
     _add_model_arguments(listen, compile_default=True)
     listen.set_defaults(run=run_listen)
@@ -266,6 +269,7 @@ def run_listen(args: argparse.Namespace) -> int:
         partial_interval_ms=0 if args.no_partials else 500,
         stats_interval_s=args.stats,
         early_commit_ms=args.early_commit,
+        **({} if args.join_within is None else {"join_within_ms": args.join_within}),
     )
     try:
         return asyncio.run(_listen(config, args))

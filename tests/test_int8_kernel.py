@@ -44,18 +44,20 @@ def integers(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randint(-50, 51, shape, generator=generator).float()
 
 
-def test_sums_are_exact_on_integers(kernel):
+@pytest.mark.parametrize("rows", range(1, 10))
+def test_sums_are_exact_on_integers(kernel, rows):
     """Integer activations, a power-of-two scale, an integer zero point and bias: every sum is
-    exact in float32, so the op equals the float64 product. Odd sizes exercise the tails."""
+    exact in float32, so the op equals the float64 product. Odd sizes exercise the tails; every
+    count of rows up to one past a pass, each way the op tiles them (a beam's hypotheses)."""
     weight = quantized(1003, 417, seed=1, scale=0.125, zero_point=5.0)
     bias = torch.arange(1003, dtype=torch.float32) - 500
-    x = integers((3, 417), seed=2)
+    x = integers((rows, 417), seed=2)
     expected = torch.nn.functional.linear(x.double(), float_weight(weight), bias.double())
     got = torch.ops.moonshine_live.int8_linear(x, weight.q, 0.125, 5.0, bias)
     assert torch.equal(got, expected.float())
 
 
-@pytest.mark.parametrize("rows", [1, 3, 9])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 9])
 def test_real_activations_match_float32(kernel, rows):
     """Real activations, any batch (more rows than the op keeps in one pass, too): no further
     from the float64 result than float32's own product is (plus a hair)."""

@@ -272,11 +272,27 @@ def test_batch_no_recompile_across_lengths(transcriber, beckett):
 @pytest.mark.needs_weights
 @pytest.mark.slow
 def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
-    """The session transcriber left the packaged step and encoder in the cache; a new process
-    loads them instead of compiling, never imports dynamo or inductor, and transcribes beckett
-    exactly."""
+    """The session transcriber left the packaged step, encoder and search step in the cache; a
+    new process loads them instead of compiling, never imports dynamo or inductor, transcribes
+    beckett exactly and searches within a grammar on the packaged search step."""
     assert transcriber.compiled
     assert transcriber._step.artifact is not None and transcriber._step.artifact.is_file()
+    grammar = (
+        "from moonshine_live.commands.constrained import GrammarDecoder\n"
+        "from moonshine_live.commands.stage import resolve_grammar_path\n"
+        "from moonshine_live.grammar import load_grammar\n"
+        "from moonshine_live.grammar.matcher import Matcher\n"
+        "d = GrammarDecoder(t, Matcher(load_grammar([resolve_grammar_path('home')])))\n"
+    )
+    from moonshine_live.capture.audio import load_audio
+    from moonshine_live.commands.constrained import GrammarDecoder
+    from moonshine_live.commands.stage import resolve_grammar_path
+    from moonshine_live.grammar import load_grammar
+    from moonshine_live.grammar.matcher import Matcher
+
+    decoder = GrammarDecoder(transcriber, Matcher(load_grammar([resolve_grammar_path("home")])))
+    here = decoder.recognize(load_audio(beckett_path)[:32000])  # builds the search step if need be
+    assert transcriber._rows_step.artifact.is_file()
     code = (
         "import json, logging\n"
         "logging.basicConfig(level=logging.INFO)\n"
@@ -284,10 +300,13 @@ def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
         "from moonshine_live.asr.config import DecodeConfig\n"
         "from moonshine_live.asr.transcriber import Transcriber\n"
         "t = Transcriber(DecodeConfig(compile=True))\n"
-        f"r = t.transcribe(load_audio({str(beckett_path)!r}))\n"
+        f"audio = load_audio({str(beckett_path)!r})\n"
+        "r = t.transcribe(audio)\n" + grammar + "found = d.recognize(audio[:32000])\n"
         "import sys\n"
         "print(json.dumps({'loaded': t.compiled_from_cache, 'compiled': t.compiled,\n"
         "                  'tokens': list(r.tokens),\n"
+        "                  'search loaded': t._rows_step.loaded_from_disk,\n"
+        "                  'search': [list(found.free.tokens), found.text],\n"
         "                  'compiler imported': 'torch._dynamo' in sys.modules\n"
         "                                       or 'torch._inductor' in sys.modules}))\n"
     )
@@ -302,7 +321,8 @@ def test_second_start_loads_the_step_from_disk(transcriber, beckett_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     expected = {
         "loaded": True, "compiled": True, "tokens": list(BECKETT_TOKENS),
-        "compiler imported": False,  # the package runs without dynamo and inductor
+        "search loaded": True, "search": [list(here.free.tokens), here.text],
+        "compiler imported": False,  # the packages run without dynamo and inductor
     }  # fmt: skip
     assert report == expected, result.stderr[-3000:]
 

@@ -28,14 +28,16 @@ from torch import Tensor
 from ..checkpoint.weights import Checkpoint
 from ..host.cache import artifact_dir, load_or_build
 from ..host.cpu import cpu_vector_features
-from ..model.decoding import decode_step
+from ..model.decoding import StepState, decode_step, rows_step
 from ..model.network import Encoder, Moonshine
 from .inductor import use_compile_cache
 from .packaged import (
     PackagedEncoder,
+    PackagedRowsStep,
     PackagedStep,
     build_encoder_package,
     build_package,
+    build_rows_package,
     standard_caches,
 )
 
@@ -229,5 +231,42 @@ class CompiledEncoder:
             lambda: PackagedEncoder(self.artifact, self.encoder),
             lambda: build_encoder_package(self.encoder, x.contiguous(), self.artifact),
             "running it eagerly",
+        )
+        self._failed = self._package is None
+
+
+class CompiledRowsStep:
+    """`decoding.rows_step` (a search's hypotheses, one utterance) as a package on a CPU, built
+    at its first use and loaded from disk later; what does not fit it (too many rows, another
+    dtype) runs eagerly. The log-probabilities of a row equal the eager step's to float
+    rounding."""
+
+    def __init__(self, artifact: Path, build: bool = True) -> None:
+        """`build=False`: a package missing from the cache is not built (one-off work that found
+        the other packages there must not start a build); the search steps eagerly."""
+        self.artifact = artifact
+        self.build = build
+        self._package: PackagedRowsStep | None = None
+        self._failed = False
+        self.loaded_from_disk = False
+
+    def __call__(self, model: Moonshine, tokens: Tensor, position: int, state: StepState) -> Tensor:
+        if self._package is None and not self._failed:
+            if self.build or self.artifact.is_file():
+                self._load_or_build(model)
+            else:
+                self._failed = True
+        package = self._package
+        if package is not None and package.fits(model, position, state):
+            return package(tokens, position, state)
+        return rows_step(model, tokens, position, state)
+
+    def _load_or_build(self, model: Moonshine) -> None:
+        self._package, self.loaded_from_disk = _load_or_build(
+            self.artifact,
+            "search step",
+            lambda: PackagedRowsStep(self.artifact, model),
+            lambda: build_rows_package(model, self.artifact),
+            "searching with the eager step",
         )
         self._failed = self._package is None

@@ -6,13 +6,15 @@ is a shared library with a C++ entry point; torch's own loader (`torch._C._aoti`
 nothing else imported, in 5 ms. Its weights are not baked in: the model's tensors are handed over
 as user-managed constants, so there is no second copy of them in memory.
 
-Two packages, both for one utterance at a time: the encoder's layers (the stem stays eager,
-where it is faster) and the decode step. Everything a step reads or writes per utterance is an
-input: the self-attention caches and the cross-attention K/V, one tensor per layer (caches as
-views into one stacked tensor made the step 30% slower: each write to a view became a copy of the
-whole stack). The frame axis is dynamic in both. A call that does not fit what a package was
-built for (a batch, a logit mask, a padded frame mask, caches grown past the model's maximum, an
-unexpected layout) goes to the JIT step or the eager encoder instead; `fits` decides.
+Three packages, each for one utterance at a time: the encoder's layers (the stem stays eager, where
+it is faster), the decode step, and the rows step of a search within a grammar (several hypotheses
+and the free decode as rows of one batch over one cross K/V, every row's log-probabilities out; its
+row count is dynamic). Everything a step reads or writes per utterance is an input: the self-
+attention caches and the cross-attention K/V, one tensor per layer (caches as views into one stacked
+tensor made the step 30% slower: each write to a view became a copy of the whole stack). The frame
+axis is dynamic in both. A call that does not fit what a package was built for (a batch, a logit
+mask, a padded frame mask, caches grown past the model's maximum, an unexpected layout) goes to the
+JIT step or the eager encoder instead; `fits` decides.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..model.decoding import decode_step
+from ..model.decoding import decode_step, rows_caches
 from ..model.network import Encoder, Moonshine
 
 MAX_FRAMES = 16384
@@ -55,6 +57,25 @@ class _StepWithInputs(nn.Module):
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         self.model.bind_step_state(k_caches, v_caches, cross_k, cross_v)
         return decode_step(self.model, tokens, input_pos, attend_to=written.shape[0])
+
+
+class _RowsStepWithInputs(nn.Module):
+    """One step of several rows over one utterance (a beam's hypotheses and a free row), for
+    `torch.export`: every row's log-probabilities over the whole vocabulary (a search needs them
+    all, not a greedy choice). The self-attention caches have a row each; the cross K/V, one
+    utterance's, are shared (batch 1). `written` as in `_StepWithInputs`."""
+
+    def __init__(self, model: Moonshine) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, tokens: Tensor, input_pos: Tensor, written: Tensor, k_caches: list[Tensor],
+        v_caches: list[Tensor], cross_k: list[Tensor], cross_v: list[Tensor],
+    ) -> Tensor:  # fmt: skip
+        self.model.bind_step_state(k_caches, v_caches, cross_k, cross_v)
+        logits = self.model.decode_step(tokens, input_pos, attend_to=written.shape[0])[:, -1]
+        return torch.log_softmax(logits, dim=-1)
 
 
 @contextmanager
@@ -134,6 +155,45 @@ def build_package(model: Moonshine, tokens: Tensor, input_pos: Tensor, path: Pat
                 _StepWithInputs(model),
                 # 2 positions: an example size of 1 would be specialized
                 (tokens, input_pos, _written(2), k_caches, v_caches, cross_k, cross_v),
+                dynamic_shapes=dynamic,
+                strict=False,
+            )
+    finally:
+        model.bind_step_state(*saved)
+    compile_package(exported, path)
+
+
+MAX_ROWS = 8
+"""Most rows a rows step takes (the int8 op's batch: `assets/int8_gemv.cpp` kMaxBatch)."""
+
+
+def build_rows_package(model: Moonshine, path: Path, rows: int = 5) -> None:
+    """Export the rows step (`_RowsStepWithInputs`: rows, frames and positions read dynamic)
+    and compile it into a package at `path`. Needs a C++ compiler; slow (30-40 s on 2 cores)."""
+    import torch._inductor
+    import torch._inductor.inductor_prims  # registers the prim `quantized._stored` uses
+
+    from .inductor import use_compile_cache
+
+    use_compile_cache()
+    saved = model.step_state()
+    k_caches, v_caches = ([t.normal_() for t in ts] for ts in rows_caches(model, rows))
+    cross_k, cross_v = ([t[:1, :, :50].clone() for t in ts] for ts in (k_caches, v_caches))
+    count = len(model.decoder.layers)
+    batch = torch.export.Dim("rows", min=1, max=MAX_ROWS)
+    frames = torch.export.Dim("frames", min=MIN_FRAMES, max=MAX_FRAMES)
+    written = torch.export.Dim("written", min=1, max=_attend_limit(model))
+    dynamic = {
+        "tokens": {0: batch}, "input_pos": None, "written": {0: written},
+        "k_caches": [{0: batch}] * count, "v_caches": [{0: batch}] * count,
+        "cross_k": [{2: frames}] * count, "cross_v": [{2: frames}] * count,
+    }  # fmt: skip
+    tokens = torch.zeros(rows, 1, dtype=torch.long)
+    try:
+        with _without_torch_deprecations():
+            exported = torch.export.export(
+                _RowsStepWithInputs(model),
+                (tokens, torch.tensor([1]), _written(2), k_caches, v_caches, cross_k, cross_v),
                 dynamic_shapes=dynamic,
                 strict=False,
             )
@@ -280,3 +340,34 @@ class PackagedStep:
         written = self._written[: int(input_pos) + 1]
         token, logprob = self._runner.run([tokens, input_pos, written, *self._inputs])  # type: ignore[attr-defined]
         return token, logprob
+
+
+class PackagedRowsStep:
+    """A loaded rows-step package bound to one model's tensors, called like
+    `decoding.rows_step` without the model: (tokens [R, 1], position, step state) ->
+    log-probabilities [R, vocab]."""
+
+    def __init__(self, path: Path, model: Moonshine) -> None:
+        """Raises (RuntimeError, KeyError...) when the file is no package or not this model's."""
+        self._runner, self._constants = load_package(path, _RowsStepWithInputs(model))
+        self._written = _written(_attend_limit(model))
+
+    def fits(self, model: Moonshine, position: int, state: tuple[list[Tensor], ...]) -> bool:
+        k_caches, _, cross_k, _ = state
+        return (
+            0 <= position < len(self._written)
+            and 1 <= k_caches[0].shape[0] <= MAX_ROWS
+            and k_caches[0].shape[2] == model.config.max_position_embeddings
+            and cross_k[0].shape[0] == 1
+            and MIN_FRAMES <= cross_k[0].shape[2] <= MAX_FRAMES
+            and all(t.dtype == torch.float32 for t in (k_caches[0], cross_k[0]))
+        )
+
+    def __call__(self, tokens: Tensor, position: int, state: tuple[list[Tensor], ...]) -> Tensor:
+        """One step; every tensor of `state` must be contiguous (row slices of `rows_caches`
+        are)."""
+        written = self._written[: position + 1]
+        inputs = [tokens, torch.tensor([position]), written]
+        for tensors in state:
+            inputs.extend(tensors)
+        return self._runner.run(inputs)[0]  # type: ignore[attr-defined]

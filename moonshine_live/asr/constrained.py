@@ -6,6 +6,10 @@ audio can be compared token for token. A hypothesis ends only where the grammar 
 end. Log-probabilities are at most 0, so once the best finished hypothesis scores above every
 live one no live one can overtake it, and the search stops: that early exit never changes the
 result.
+
+The free decode of the same audio (what was said, whatever the grammar) can run as one more row
+of the same steps: a step streams the same weights whatever its rows, so the free transcript
+costs little beside the search, instead of a decode of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +23,19 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ..model.decoding import (
+    DecodeResult,
+    RepetitionGuard,
+    RowsStepFn,
+    accept_step,
+    rows_caches,
+    rows_step,
+)
 from ..model.network import Moonshine
+
+PRUNE_GAP = 10.0
+"""Nats behind the best hypothesis of a step at which one is dropped: e^-10 of its share, far
+below anything confidence or the alternatives show."""
 
 
 class TokenConstraint(Protocol):
@@ -54,6 +70,12 @@ class BeamResult:
     steps: int
     """Decoder steps taken (the early exit stops before the budget)."""
     search_ms: float = 0.0
+    free: DecodeResult | None = None
+    """The free decode's row, when it ran beside the search (`free=True`)."""
+    prefix: Hypothesis | None = None
+    """The best hypothesis that ended where the grammar cannot end (end-of-text scored there
+    as the model gives it): audio that stops inside a command ("set the kitchen light to")
+    reads better this way than as any whole command, which would have to invent its end."""
 
 
 def beam_decode(
@@ -65,55 +87,145 @@ def beam_decode(
     beam: int = 4,
     min_score: float = -math.inf,
     early_exit: bool = True,
+    free: bool = False,
+    guard: RepetitionGuard | None = None,
+    floor_per_token: float = -math.inf,
+    step: RowsStepFn = rows_step,
+    gap: float = PRUNE_GAP,
 ) -> BeamResult:
     """Decode one encoded utterance (features [1, T, hidden]) within the grammar.
 
-    `beam` rows run as one batch (a step streams the same weights whatever the batch); the
-    hypotheses finished by the time the best is certain are returned, best first (confidence
-    and alternatives come from them; `early_exit=False` searches to the budget, for tests that
-    show the early exit changes nothing). Hypotheses scoring below `min_score` are dropped (scores
-    only fall: a caller that would refuse them anyway saves the search to the budget).
+    `beam` rows run as one batch; the hypotheses finished by the time the best is certain are
+    returned, best first (confidence and alternatives come from them; `early_exit=False`
+    searches to the budget, for tests that show the early exit changes nothing). Hypotheses
+    scoring below `min_score` are dropped (scores only fall: a caller that would refuse them
+    anyway saves the search to the budget).
+
+    `free`: one more row decodes greedily over the whole vocabulary, as `greedy_decode` would
+    (the `guard` stops its loops), into `BeamResult.free`; once it has ended, hypotheses
+    scoring `floor_per_token` per token of the budget below it are dropped too. `step`: the
+    rows step (`accel.compiled.CompiledRowsStep` runs it as a package). Hypotheses `gap` nats
+    behind the best of their step are dropped: the live rows, and so the cost of a step, shrink
+    where the audio leaves no doubt.
     """
-    with _own_caches(model, beam, budget + 1):
-        return _search(model, features, constraint, budget, beam, min_score, early_exit)
+    with _step_state_kept(model):
+        search = _Search(model, constraint, budget, beam, free, guard, step, gap)
+        return search.run(features, min_score, floor_per_token, early_exit)
 
 
-def _search(
-    model: Moonshine,
-    features: Tensor,
-    constraint: TokenConstraint,
-    budget: int,
-    beam: int,
-    min_score: float,
-    early_exit: bool,
-) -> BeamResult:
-    config = model.config
-    device = features.device
-    eos = config.eos_token_id
-    _prefill_shared(model, features, beam)
-    live = [Hypothesis((), (), constraint.start)]
-    finished: list[Hypothesis] = []
-    current = torch.full((beam, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
-    steps = 0
-    for pos in range(budget):
-        steps += 1
-        logits = model.decode_step(current, torch.tensor([pos], device=device))[:, -1]
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
+class _Search:
+    """One search's rows: row 0 the free decode (when it runs), then the beam's hypotheses."""
+
+    def __init__(
+        self,
+        model: Moonshine,
+        constraint: TokenConstraint,
+        budget: int,
+        beam: int,
+        free: bool,
+        guard: RepetitionGuard | None,
+        step: RowsStepFn,
+        gap: float,
+    ) -> None:
+        self.model, self.constraint, self.budget, self.beam = model, constraint, budget, beam
+        self.guard, self.step, self.gap = guard, step, gap
+        self.offset = 1 if free else 0
+        self.k_caches, self.v_caches = rows_caches(model, self.offset + beam)
+        # the free row, as greedy_decode keeps it
+        self.free_tokens: list[list[int]] = [[]]
+        self.free_logprobs: list[list[float]] = [[]]
+        self.free_reason: list[str | None] = [None if free else "off"]
+
+    def run(
+        self, features: Tensor, min_score: float, floor_per_token: float, early_exit: bool
+    ) -> BeamResult:
+        model, beam, offset = self.model, self.beam, self.offset
+        config = model.config
+        eos = config.eos_token_id
+        model.prefill_cross(features, None)
+        cross_k = [layer.cross_k for layer in model.decoder.layers]
+        cross_v = [layer.cross_v for layer in model.decoder.layers]
+        live = [Hypothesis((), (), self.constraint.start)]
+        finished: list[Hypothesis] = []
+        tokens = [config.decoder_start_token_id] * (offset + beam)
+        searching, steps = True, 0
+        self.prefix: Hypothesis | None = None
+        for pos in range(self.budget):
+            freeing = self.free_reason[0] is None
+            low, high = (0 if freeing else offset), offset + (len(live) if searching else 0)
+            state = (
+                [k[low:high] for k in self.k_caches],
+                [v[low:high] for v in self.v_caches],
+                cross_k,
+                cross_v,
+            )
+            current = torch.tensor(tokens[low:high], device=features.device)[:, None]
+            logprobs = self.step(model, current, pos, state)
+            steps += 1
+            if freeing:
+                tokens[0] = self._free_step(logprobs[0], eos)
+                if self.free_reason[0] is not None and math.isfinite(floor_per_token):
+                    floor = sum(self.free_logprobs[0]) + floor_per_token * (self.budget + 1)
+                    min_score = max(min_score, floor)
+            if searching:
+                chosen = self._choose(logprobs[offset - low :], live, finished, min_score, eos)
+                best_live = chosen[0][1].score if chosen else -math.inf
+                if not chosen or (early_exit and finished and finished[0].score >= best_live):
+                    searching = False  # no live hypothesis can overtake the best finished one
+                else:
+                    self._reorder([row for row, _ in chosen], pos + 1)
+                    live = [h for _, h in chosen]
+                    tokens[offset : offset + len(live)] = [h.tokens[-1] for h in live]
+            if not searching and self.free_reason[0] is not None:
+                break
+        reason = self.free_reason[0]
+        free = (
+            None
+            if reason == "off"
+            else DecodeResult(
+                tuple(self.free_tokens[0]), tuple(self.free_logprobs[0]), reason or "budget"
+            )
+        )
+        return BeamResult(tuple(finished), steps, free=free, prefix=self.prefix)
+
+    def _free_step(self, logprobs: Tensor, eos: int) -> int:
+        logprob, token = logprobs.max(dim=-1)
+        chosen = int(token)
+        accept_step(
+            [chosen], [float(logprob)], self.free_tokens, self.free_logprobs, self.free_reason,
+            [self.budget], self.guard, eos,
+        )  # fmt: skip
+        return chosen
+
+    def _choose(
+        self,
+        logprobs: Tensor,
+        live: list[Hypothesis],
+        finished: list[Hypothesis],
+        min_score: float,
+        eos: int,
+    ) -> list[tuple[int, Hypothesis]]:
+        """The next live hypotheses (with the row each extends), best first; those that end
+        here go to `finished` (kept best first)."""
+        beam = self.beam
         candidates: list[tuple[float, int, int, float, int]] = []  # score, row, token, lp, state
+        ends = logprobs[: len(live), eos].tolist()
         for row, hypothesis in enumerate(live):
-            ids, nexts = constraint.allowed(hypothesis.state)
+            ids, nexts = self.constraint.allowed(hypothesis.state)
+            if hypothesis.tokens and not bool((ids == eos).any()):
+                self._ended_early(hypothesis, ends[row])
             if not len(ids):
                 continue
-            row_logprobs = logprobs[row, ids]
-            top = torch.topk(row_logprobs, min(beam, len(ids)))
+            top = torch.topk(logprobs[row, ids], min(beam, len(ids)))
             base = hypothesis.score
             for lp, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
                 if math.isfinite(lp) and base + lp >= min_score:
-                    token = int(ids[index])
-                    candidates.append((base + lp, row, token, lp, nexts[index]))
+                    candidates.append((base + lp, row, int(ids[index]), lp, nexts[index]))
         candidates.sort(key=lambda c: -c[0])
         chosen: list[tuple[int, Hypothesis]] = []
-        for _, row, token, lp, state in candidates:
+        for score, row, token, lp, state in candidates:
+            if score < candidates[0][0] - self.gap:
+                break  # too far behind the best to matter (a row saved for every step after)
             parent = live[row]
             if token == eos:
                 finished.append(Hypothesis(parent.tokens, (*parent.token_logprobs, lp), state))
@@ -122,46 +234,34 @@ def _search(
                     (row, Hypothesis((*parent.tokens, token), (*parent.token_logprobs, lp), state))
                 )
         finished.sort(key=lambda h: -h.score)
-        if not chosen or (early_exit and finished and finished[0].score >= chosen[0][1].score):
-            break  # no live hypothesis can overtake the best finished one
-        _reorder_caches(model, [row for row, _ in chosen], beam, pos + 1)
-        live = [h for _, h in chosen]
-        tokens = [h.tokens[-1] for h in live] + [live[0].tokens[-1]] * (beam - len(live))
-        current = torch.tensor(tokens, dtype=torch.long, device=device)[:, None]
-    return BeamResult(tuple(finished), steps)
+        return chosen
+
+    def _ended_early(self, hypothesis: Hypothesis, eos_logprob: float) -> None:
+        """Keep the best hypothesis ended where the grammar cannot end (`BeamResult.prefix`)."""
+        score = hypothesis.score + eos_logprob
+        if self.prefix is None or score > self.prefix.score:
+            logprobs = (*hypothesis.token_logprobs, eos_logprob)
+            self.prefix = Hypothesis(hypothesis.tokens, logprobs, hypothesis.state)
+
+    def _reorder(self, parents: Sequence[int], length: int) -> None:
+        """Beam row i of every self-attention cache becomes the row of parents[i] (the
+        hypothesis it extends); the free row stays."""
+        offset, count = self.offset, len(parents)
+        if list(parents) == list(range(count)):
+            return
+        index = torch.tensor(parents, dtype=torch.long, device=self.k_caches[0].device) + offset
+        for cache in (*self.k_caches, *self.v_caches):
+            cache[offset : offset + count, :, :length] = cache[index, :, :length]
 
 
 @contextlib.contextmanager
-def _own_caches(model: Moonshine, beam: int, tokens: int) -> Iterator[None]:
-    """Self-attention caches of `beam` rows for this search only: the free decode's caches (and
-    a compiled step bound to them) are put back untouched afterwards."""
-    layers = model.decoder.layers
-    saved = [layer.kv_cache for layer in layers], model.decoder.causal_mask
-    model.setup_caches(beam, tokens)
+def _step_state_kept(model: Moonshine) -> Iterator[None]:
+    """The search steps on caches of its own: the free decode's step state (and a packaged
+    step bound to it) is put back untouched afterwards."""
+    if model.decoder.layers[0].kv_cache is None:
+        model.setup_caches(1, model.config.max_position_embeddings)
+    saved = model.step_state()
     try:
         yield
     finally:
-        for layer, cache in zip(layers, saved[0], strict=True):
-            layer.kv_cache = cache
-        model.decoder.causal_mask = saved[1]
-
-
-def _prefill_shared(model: Moonshine, features: Tensor, beam: int) -> None:
-    """One cross-attention K/V, shared by every row (expanded, not copied)."""
-    model.prefill_cross(features, None)
-    for layer in model.decoder.layers:
-        layer.cross_k = layer.cross_k.expand(beam, *layer.cross_k.shape[1:])
-        layer.cross_v = layer.cross_v.expand(beam, *layer.cross_v.shape[1:])
-
-
-def _reorder_caches(model: Moonshine, rows: Sequence[int], beam: int, length: int) -> None:
-    """Row i of every self-attention cache becomes row rows[i] (the hypothesis it extends)."""
-    order = list(rows) + [rows[0]] * (beam - len(rows))
-    if order == list(range(beam)):
-        return
-    index = torch.tensor(order, dtype=torch.long)
-    for layer in model.decoder.layers:
-        cache = layer.kv_cache
-        assert cache is not None
-        cache.k_cache[:, :, :length] = cache.k_cache[index, :, :length]
-        cache.v_cache[:, :, :length] = cache.v_cache[index, :, :length]
+        model.bind_step_state(*saved)

@@ -24,7 +24,12 @@ import torch
 from ..accel import kernels
 from ..accel.amx import in_use as amx_in_use
 from ..accel.amx import load_kernels, use_amx_from
-from ..accel.compiled import CompiledEncoder, CompiledStep, precompiled_step_path
+from ..accel.compiled import (
+    CompiledEncoder,
+    CompiledRowsStep,
+    CompiledStep,
+    precompiled_step_path,
+)
 from ..accel.int8_kernel import load_kernel as load_int8_kernel
 from ..accel.int8_kernel import use_int8_kernel
 from ..accel.memory import reuse_freed_memory
@@ -35,9 +40,11 @@ from ..model.decoding import (
     DecodeResult,
     LogitFilter,
     RepetitionGuard,
+    RowsStepFn,
     StepFn,
     decode_step,
     greedy_decode,
+    rows_step,
     token_budget,
 )
 from ..model.network import CONV1_STRIDE, CONV2_STRIDE, CONV3_STRIDE, MIN_SAMPLES
@@ -192,6 +199,11 @@ class Transcriber:
             else decode_step
         )
         self._pad_frames_to = getattr(self._step, "pad_frames_to", 1)
+        self._rows_step: RowsStepFn = (
+            CompiledRowsStep(self._artifact_path(int8, "search-step"), build=compile is not None)
+            if self.compile and self.device.type == "cpu"
+            else rows_step
+        )
         self._encoder_layers: CompiledEncoder | None = None
         if self.compile and self.device.type == "cpu":
             self._encoder_layers = CompiledEncoder(
@@ -239,10 +251,11 @@ class Transcriber:
             for part in (step, encoder)
         )
 
-    def _artifact_path(self, int8: bool) -> Path:
-        """Where the precompiled step for this model, device and weights is kept (one that
-        calls the CPU kernels' op has a name of its own: it cannot run without them)."""
-        part = "decode-step-kernels" if self.int8_kernel else "decode-step"
+    def _artifact_path(self, int8: bool, step: str = "decode-step") -> Path:
+        """Where the precompiled `step` (the decode step, or a search's rows step) for this
+        model, device and weights is kept (one that calls the CPU kernels' op has a name of its
+        own: it cannot run without them)."""
+        part = f"{step}-kernels" if self.int8_kernel else step
         return precompiled_step_path(self.checkpoint, self.device, self.dtype, int8, part)
 
     def _wants_int8(self) -> bool:
@@ -398,20 +411,16 @@ class Transcriber:
             features, _ = self.model.encode(samples, None, self._encoder_layers)
             encoded = time.perf_counter()
             budget = self.budget(length)
-            (free,) = greedy_decode(
-                self.model, features, None, [budget],
-                step=self._step, guard=self.guard, pad_frames_to=self._pad_frames_to,
-            )  # fmt: skip
-            decoded = time.perf_counter()
-            free_score = sum(free.token_logprobs)
-            floor = free_score + floor_per_token * (budget + 1)
             found = beam_decode(
-                self.model, features, constraint, budget, beam=beam, min_score=floor
-            )
+                self.model, features, constraint, budget, beam=beam, free=True,
+                guard=self.guard, floor_per_token=floor_per_token, step=self._rows_step,
+            )  # fmt: skip
             searched = time.perf_counter()
-        encode_ms, decode_ms = (encoded - started) * 1000, (decoded - encoded) * 1000
-        transcript = self._transcript(free, len(audio), encode_ms, decode_ms, t_start)
-        return transcript, replace(found, search_ms=(searched - decoded) * 1000)
+        assert found.free is not None
+        encode_ms, search_ms = (encoded - started) * 1000, (searched - encoded) * 1000
+        # the free row costs the search little: its decode time is the search's
+        transcript = self._transcript(found.free, len(audio), encode_ms, search_ms, t_start)
+        return transcript, replace(found, search_ms=search_ms)
 
     def _transcript(
         self, result: DecodeResult, samples: int, encode_ms: float, decode_ms: float, t: float

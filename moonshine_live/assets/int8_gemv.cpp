@@ -3,7 +3,8 @@
 //
 // A decode step is bound by weight traffic: it streams 38.5 MB of int8 weights from memory. The
 // hardware prefetcher stops at every 4 KB page, so each thread asks for the weights a few pages
-// ahead of its rows itself, and four weight rows share each load of x. The zero point leaves the
+// ahead of its rows itself, four weight rows share each load of x, and each widened weight
+// vector serves up to kTile rows of x (a beam's hypotheses) before it is dropped. The zero point leaves the
 // sum once per row: sum_k x_k (q_k - z) = sum_k x_k q_k - z sum_k x_k. AVX-512 where the CPU has
 // it (built with -march=native), else AVX2 with FMA.
 #include <ATen/ATen.h>
@@ -48,19 +49,79 @@ inline float total(Vec v) {
 #error "int8_gemv.cpp needs AVX-512 (F and BW) or AVX2 with FMA"
 #endif
 
-// dots[r] = sum_k x[k] q[r][k] for `rows` (1..4) weight rows starting at q
-inline void dot_rows(const float *x, const int8_t *q, int64_t k, int64_t rows, float *dots) {
-    Vec acc[kRows] = {zeros(), zeros(), zeros(), zeros()};
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+constexpr int64_t kRegisters = 32;
+#else
+constexpr int64_t kRegisters = 16;
+#endif
+constexpr int64_t kTile = 6;  // rows of x per pass over a weight block (kMaxBatch 8: 6 + 2)
+
+// whether M rows of x and R weight rows keep their accumulators, widened weights and x in
+// registers (a spill costs more than widening the weights again)
+constexpr bool fits(int64_t m, int64_t r) { return m * r + r + 1 <= kRegisters; }
+
+// dots[i][r] = sum_k x[i][k] q[r][k] for M rows of x (stride k) and R weight rows starting at
+// q: each weight vector is widened once and serves the M rows of x (a beam's hypotheses),
+// instead of once per row.
+template <int64_t M, int64_t R>
+inline void dot_block(const float *x, const int8_t *q, int64_t k, float dots[][kRows]) {
+    Vec acc[M][R];
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t r = 0; r < R; r++) acc[i][r] = zeros();
     int64_t j = 0;
     for (; j + kLanes <= k; j += kLanes) {
-        const Vec xv = load(x + j);
-        for (int64_t r = 0; r < kRows; r++)
-            if (r < rows) acc[r] = multiply_add(widen(q + r * k + j), xv, acc[r]);
+        Vec w[R];
+        for (int64_t r = 0; r < R; r++) w[r] = widen(q + r * k + j);
+        for (int64_t i = 0; i < M; i++) {
+            const Vec xv = load(x + i * k + j);
+            for (int64_t r = 0; r < R; r++) acc[i][r] = multiply_add(w[r], xv, acc[i][r]);
+        }
+    }
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t r = 0; r < R; r++) {
+            float dot = total(acc[i][r]);
+            for (int64_t tail = j; tail < k; tail++)
+                dot += x[i * k + tail] * static_cast<float>(q[r * k + tail]);
+            dots[i][r] = dot;
+        }
+}
+
+// M rows of x against `rows` (1..4) weight rows. Up to two rows of x take the four weight
+// rows at once; more take them two at a time, so each widened weight still serves every row of
+// x without the accumulators spilling. The rare short block (N not a multiple of four) goes one
+// weight row at a time.
+template <int64_t M>
+inline void dot_tile(const float *x, const int8_t *q, int64_t k, int64_t rows, float dots[][kRows]) {
+    if (rows == kRows && fits(M, kRows)) {
+        dot_block<M, kRows>(x, q, k, dots);
+        return;
+    }
+    if (rows == kRows && fits(M, 2)) {
+        float half[M][kRows];
+        dot_block<M, 2>(x, q, k, dots);
+        dot_block<M, 2>(x, q + 2 * k, k, half);
+        for (int64_t i = 0; i < M; i++) dots[i][2] = half[i][0], dots[i][3] = half[i][1];
+        return;
     }
     for (int64_t r = 0; r < rows; r++) {
-        float dot = total(acc[r]);
-        for (int64_t tail = j; tail < k; tail++) dot += x[tail] * static_cast<float>(q[r * k + tail]);
-        dots[r] = dot;
+        float one[M][kRows];
+        dot_block<M, 1>(x, q + r * k, k, one);
+        for (int64_t i = 0; i < M; i++) dots[i][r] = one[i][0];
+    }
+}
+
+// the rows of x in tiles of kTile (the last one shorter)
+inline void dot_rows(const float *x, int64_t m, const int8_t *q, int64_t k, int64_t rows,
+                     float dots[][kRows]) {
+    int64_t i = 0;
+    for (; i + kTile <= m; i += kTile) dot_tile<kTile>(x + i * k, q, k, rows, dots + i);
+    switch (m - i) {
+        case 1: dot_tile<1>(x + i * k, q, k, rows, dots + i); break;
+        case 2: dot_tile<2>(x + i * k, q, k, rows, dots + i); break;
+        case 3: dot_tile<3>(x + i * k, q, k, rows, dots + i); break;
+        case 4: dot_tile<4>(x + i * k, q, k, rows, dots + i); break;
+        case 5: dot_tile<5>(x + i * k, q, k, rows, dots + i); break;
+        default: break;
     }
 }
 
@@ -79,14 +140,13 @@ void linear(const float *x, int64_t m, int64_t k, const int8_t *q, int64_t n, fl
         const int8_t *w = q + row * k;
         for (int64_t at = 0; at < rows * k; at += 64)
             _mm_prefetch(reinterpret_cast<const char *>(w) + kAhead + at, _MM_HINT_T0);
-        for (int64_t i = 0; i < m; i++) {
-            float dots[kRows];
-            dot_rows(x + i * k, w, k, rows, dots);
+        float dots[kMaxBatch][kRows];
+        dot_rows(x, m, w, k, rows, dots);
+        for (int64_t i = 0; i < m; i++)
             for (int64_t r = 0; r < rows; r++) {
-                const float value = (dots[r] - x_sums[i]) * scale;
+                const float value = (dots[i][r] - x_sums[i]) * scale;
                 y[i * n + row + r] = bias ? value + bias[row + r] : value;
             }
-        }
     }
 }
 

@@ -254,6 +254,7 @@ class MicSource(_FrameSource):
 
     realtime = True
     reopenable = True
+    live = True
 
     @property
     def history(self) -> RingBuffer:

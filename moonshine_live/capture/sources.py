@@ -102,6 +102,9 @@ class SourceTraits:
 
     realtime: bool = True
     reopenable: bool = False
+    live: bool = False
+    """A capture device (a microphone), not a recording: what it gives exists only once, so
+    nothing has to come out the same at another speed."""
     description: str = "audio"
     history: AudioHistory | None = None
     """The source's audio on the timeline (a microphone's ring, a file's samples): the
@@ -115,6 +118,7 @@ class SourceTraits:
         return cls(
             realtime=bool(getattr(source, "realtime", True)),
             reopenable=bool(getattr(source, "reopenable", False)),
+            live=bool(getattr(source, "live", False)),
             description=str(getattr(source, "description", f"file:{_name_of(source)}")),
             history=history if readable else None,
         )

@@ -86,6 +86,9 @@ class Recognition:
     """Why the command was refused (None: accepted)."""
     search_ms: float = 0.0
     steps: int = 0
+    unfinished: bool = False
+    """Refused, but the audio reads well as the start of a command the grammar expects more
+    words of ("set the kitchen light to"): a pause cut it, and what follows may finish it."""
 
     @property
     def command(self) -> CommandMatch | None:
@@ -152,11 +155,12 @@ class GrammarDecoder:
             lambda text: self.matcher.match(text, contexts, mode),
         )
         if not commands:
+            unfinished = self._unfinished(free, found, None)
             reading = self.matcher.match(free.text, contexts, mode)
             reason = "nothing said" if not free.text else "no sentence of the grammar fits"
             return Recognition(
                 free, "", reading, 0.0, 0.0, -math.inf, rejected=reason,
-                search_ms=found.search_ms, steps=found.steps,
+                search_ms=found.search_ms, steps=found.steps, unfinished=unfinished,
             )  # fmt: skip
         best_text, best_match, best_hyp, _ = commands[0]
         llr = _llr(best_hyp, free)
@@ -168,12 +172,32 @@ class GrammarDecoder:
             Alternative(m.intent, dict(m.slots), text, c) for text, m, c in scored[1:4]
         )
         rejected = None
-        if confidence < self.config.min_confidence:
+        unfinished = self._unfinished(free, found, best_hyp)
+        if unfinished:
+            rejected = "unfinished"  # its end is invented: what follows may say it
+        elif confidence < self.config.min_confidence:
             rejected = "low confidence"
         return Recognition(
             free, best_text, best_match, confidence, margin, llr, alternatives, rejected,
-            found.search_ms, found.steps,
+            found.search_ms, found.steps, unfinished=unfinished,
         )  # fmt: skip
+
+    def _unfinished(self, free: Transcript, found: BeamResult, best: Hypothesis | None) -> bool:
+        """Whether the audio is a command cut short: read as a sentence of the grammar ended
+        early, it fits as well as a command must (the same likelihood test against the free
+        text), and better than the best whole command by `UNFINISHED_MARGIN`."""
+        prefix = found.prefix
+        if prefix is None or not free.tokens:
+            return False
+        if best is not None and prefix.score < best.score + UNFINISHED_MARGIN:
+            return False
+        fit = math.exp(min(0.0, _llr(prefix, free)) * self.config.llr_scale)
+        return fit >= self.config.min_confidence
+
+
+UNFINISHED_MARGIN = 1.0
+"""Nats by which a reading ended inside a command must beat the best whole command for the
+audio to count as cut short (e: the whole command is under a third as likely)."""
 
 
 def _llr(best: Hypothesis, free: Transcript) -> float:

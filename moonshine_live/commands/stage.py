@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ConfigError, GrammarError
 from ..events import CommandEvent, ErrorEvent, GrammarLoaded, RejectedEvent, TranscriptEvent
 from ..grammar import DEFAULT_MODE, Grammar, load_grammar
@@ -188,6 +190,13 @@ class CommandStage:
                 self.config.constrained,
             )
         return decoder
+
+    def warm_up(self, transcriber: object) -> None:
+        """One search within the active grammar on a little noise (blocking: call it off the
+        loop), so that loading or building the search step, and the automaton's first states,
+        happen at start-up and not on the first command."""
+        noise = np.random.default_rng(0).normal(0, 1e-3, 16000).astype(np.float32)
+        self.recognize(transcriber, noise, 0.0)
 
     def recognize(self, transcriber: object, audio: object, t_start: float) -> Recognition:
         """Decode one utterance within the active grammar (blocking: call it off the loop)."""

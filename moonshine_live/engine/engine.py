@@ -38,10 +38,14 @@ from ..events import (
 from .callbacks import Callbacks
 from .capture import CaptureLoop
 from .config import EngineConfig
+from .join import Held
 from .schedule import Job, Scheduler
 from .stats import Counters
 
 _LOGGER = logging.getLogger(__name__)
+
+HELD_POLL_S = 0.05
+"""How often the worker looks at the join window of a held utterance while nothing else is due."""
 
 
 class Engine(Callbacks):
@@ -70,6 +74,8 @@ class Engine(Callbacks):
         self._counts = Counters()
         self._schedule = Scheduler(self.config, self._emit, self._counts)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="transcriber")
+        self._held: Held | None = None  # an unfinished command waiting for its end
+        self._join_samples = self.config.join_within_ms * SAMPLE_RATE // 1000
         self._tasks: list[asyncio.Task[Any]] = []
         self._capture_done = asyncio.Event()
         self._stop_reason = "end_of_stream"
@@ -90,21 +96,32 @@ class Engine(Callbacks):
     async def start(self) -> None:
         """Load and warm the model (off the loop), then start listening; `ready` is emitted."""
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
         if self._transcriber is None:
             from ..asr.transcriber import Transcriber
 
-            loop = asyncio.get_running_loop()
             self._transcriber = await loop.run_in_executor(
                 self._executor, Transcriber, self.config.decode
             )
+        if self.commands is not None and self.commands.decodes_constrained(self._transcriber):
+            try:
+                await loop.run_in_executor(self._executor, self.commands.warm_up, self._transcriber)
+            except Exception:  # the first command pays for it instead; say why
+                _LOGGER.warning("warming up the grammar search failed", exc_info=True)
         if self._source is None:
             self._source = MicSource(self.config.capture)
         self._counts.restart_clocks()
         traits = self._traits = SourceTraits.of(self._source)
         self._schedule.listen_to(traits.history)
-        # a file read at full speed: never (nothing is gained by acting before its end)
+        # a file read at full speed: never (nothing is gained by acting before its end); by
+        # default only on a microphone, since it changes when (and so with which reason and
+        # end time) a transcript comes, and a recording must give the same events at any speed
+        explicit = self.config.early_commit_ms is not None
         self._schedule.early_commit = bool(
-            self.config.early_commit_ms and self.commands and traits.realtime
+            self.config.early_commit_pause_ms
+            and self.commands
+            and traits.realtime
+            and (explicit or traits.live)
         )
         self._tasks = [
             asyncio.create_task(self._capture_loop(), name="capture"),
@@ -183,12 +200,26 @@ class Engine(Callbacks):
         schedule = self._schedule
         while True:
             job = schedule.next_job()
+            held = self._held
             if job is None:
+                if held is not None and (self._capture_done.is_set() or self._held_expired(held)):
+                    self._held = None
+                    self._deliver(held.job, held.recognition, hold=False)
+                    continue
                 if self._capture_done.is_set():
                     break
                 schedule.work.clear()
-                await schedule.work.wait()
+                if held is None:
+                    await schedule.work.wait()
+                else:  # the join window is watched as the audio position moves
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(schedule.work.wait(), HELD_POLL_S)
                 continue
+            if held is not None and job.final:
+                self._held = None
+                if await self._joined(held, job):
+                    continue
+                self._deliver(held.job, held.recognition, hold=False)  # its refusal stands
             transcript = await self._transcribe(job)
             if transcript is not None:
                 self._deliver(job, transcript)
@@ -196,6 +227,22 @@ class Engine(Callbacks):
             await self.commands.wait_actions()
         await self._dispatcher.drain()  # callbacks of the last utterance, and their errors
         self._finish(self._stop_reason)
+
+    async def _joined(self, held: Held, job: Job) -> bool:
+        """Decode a held unfinished command with the final that follows it, as one; True when
+        that gave a command (or again the start of one) and was delivered."""
+        if not held.continued_by(job, self._join_samples):
+            return False
+        joined = held.joined_with(job)
+        result = await self._transcribe(joined)
+        if not isinstance(result, Recognition) or not (result.command or result.unfinished):
+            return False
+        self._deliver(joined, result)
+        return True
+
+    def _held_expired(self, held: Held) -> bool:
+        schedule = self._schedule
+        return held.expired(schedule.position, self._join_samples, schedule.in_utterance)
 
     async def _transcribe(self, job: Job) -> Transcript | Recognition | None:
         """The job's transcript, or None after reporting why there is none."""
@@ -241,8 +288,13 @@ class Engine(Callbacks):
 
     # -- results ---------------------------------------------------------------------------------
 
-    def _deliver(self, job: Job, result: Transcript | Recognition) -> None:
+    def _deliver(self, job: Job, result: Transcript | Recognition, hold: bool = True) -> None:
+        """Emit a job's result; `hold`: a final that is an unfinished command waits for the
+        next utterance instead (`engine/join.py`)."""
         found = result if isinstance(result, Recognition) else None
+        if hold and job.final and found is not None and found.unfinished and self._join_samples:
+            self._held = Held(job, found)
+            return
         transcript = found.free if found is not None else result
         assert isinstance(transcript, Transcript)
         if job.early:

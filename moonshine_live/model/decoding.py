@@ -120,6 +120,39 @@ def decode_step(
     return token, logprob
 
 
+StepState = tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]
+"""What a step reads and writes, per layer: self K caches, self V caches, cross K, cross V."""
+
+RowsStepFn = Callable[[Moonshine, Tensor, int, StepState], Tensor]
+"""(model, tokens [R, 1], position, state) -> log-probabilities [R, vocab]: `rows_step`."""
+
+
+def rows_caches(model: Moonshine, rows: int) -> tuple[list[Tensor], list[Tensor]]:
+    """Self-attention caches (K, V per layer) of `rows` rows and the model's maximum length,
+    for a rows step; uninitialised, since a search writes a position before it reads it."""
+    weight = model.decoder.norm.weight
+    shapes = [
+        (rows, layer.attn.num_kv_heads, model.config.max_position_embeddings, layer.attn.head_dim)
+        for layer in model.decoder.layers
+    ]
+
+    def make() -> list[Tensor]:
+        return [torch.empty(s, dtype=weight.dtype, device=weight.device) for s in shapes]
+
+    return make(), make()
+
+
+def rows_step(model: Moonshine, tokens: Tensor, position: int, state: StepState) -> Tensor:
+    """One decoder step of R rows over one utterance (the cross K/V in `state` have batch 1):
+    every row's log-probabilities over the whole vocabulary, for a search that keeps several
+    hypotheses. The model's own step state is replaced by `state` (the caller puts its back);
+    `accel/compiled.py` runs the same as a package."""
+    model.bind_step_state(*state)
+    pos = torch.tensor([position], device=tokens.device)
+    logits = model.decode_step(tokens, pos, attend_to=position + 1)[:, -1]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
 def greedy_decode(
     model: Moonshine,
     features: Tensor,
@@ -152,7 +185,7 @@ def greedy_decode(
         chosen, chosen_logprob = step(model, current, torch.tensor([pos], device=device), allowed)
         if logit_filter is not None:
             state = logit_filter.advance(state, chosen)
-        _accept(
+        accept_step(
             chosen.tolist(),
             chosen_logprob.tolist(),
             rows,
@@ -189,7 +222,7 @@ def pad_frames(
     return features, frame_mask
 
 
-def _accept(
+def accept_step(
     chosen: list[int],
     chosen_logprob: list[float],
     rows: list[list[int]],

@@ -95,10 +95,17 @@ class Attention(nn.Module):
         """Softmax attention; mask is boolean (True = may attend), broadcast to [B, H, S, T]."""
         if self.pad_heads and self.head_dim_padding:
             q, k, v = (F.pad(t, (0, self.head_dim_padding)) for t in (q, k, v))
+        # One K/V for every row (a beam's hypotheses over one utterance), one query each: the
+        # rows attend as the queries of one row, so K/V are read once, not once per row.
+        shared = k.shape[0] == 1 and q.shape[2] == 1 and mask is None
+        if shared:
+            q = q.transpose(0, 2)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=self.scale,
             enable_gqa=self.num_kv_heads != self.num_heads,
         )  # fmt: skip
+        if shared:
+            out = out.transpose(0, 2)
         out = out[..., : self.head_dim]
         return self.o_proj(out.transpose(1, 2).flatten(-2))
 
