@@ -301,6 +301,24 @@ def test_one_apostrophe_per_word(tokenizer, pieces) -> None:
     assert not automaton.accepts_text(" What' s the time?")
 
 
+def test_words_are_written_only_the_ways_words_are_written(tokenizer, pieces) -> None:
+    """Lower case, capitalised or all capitals, ASCII letters, an apostrophe only before a
+    contraction's ending: the spellings a beam would otherwise fill with ("T'wêLvê", "w'arm",
+    "C'OlD", "Stărt") are refused, so the sentence's probability is not spread over them."""
+    text = (
+        '[intents.time]\nsay = ["what\'s the time", "I\'m cold", "set a timer for twelve o\'clock"]'
+        "\n"
+        '[intents.tv]\nsay = ["turn on the tv"]\n'
+    )
+    automaton = TokenAutomaton(compile_grammar(loads_grammar(text, "t.toml")), pieces, 2)
+    for good in (" What's the time?", " I'm cold.", " I'M COLD", " Set a timer for 12 o'clock.",
+                 " Turn on the TV.", " TURN ON THE TV", " Turn on the Tv"):  # fmt: skip
+        assert automaton.accepts_text(good), good
+    for bad in (" I'm c'old", " I'm CoLd", " I'm cOLD", " Wha't's the time", " W'hats the time",
+                " I'm cóld", " Turn ön the TV", " TurN on the TV", " I'm cold'"):  # fmt: skip
+        assert not automaton.accepts_text(bad), bad
+
+
 SETTLED_GRAMMAR = """
 [lists.app]
 "firefox" = "firefox"

@@ -47,14 +47,40 @@ _IN_WORD, _SPACE, _COMMA, _COMMA_SPACE, _HYPHEN, _ENDED, _START, _APOSTROPHE = r
 _WORD_PHASES = (_IN_WORD, _APOSTROPHE)  # inside a word (after its apostrophe, the second)
 
 
+_LOWER, _ONE_UPPER, _TITLE, _CAPS = range(4)
+"""How the word being written is cased so far: "light", "L", "Light", "LI"/"TV"."""
+_PERSONS = ("i", "you", "he", "she", "it", "we", "they", "that", "there", "who")
+_CONTRACTIONS: dict[str, tuple[str, ...]] = {
+    **{stem: ("s",) for stem in ("what", "that", "it", "let", "he", "she", "there", "here",
+                                 "who", "where", "how", "when", "why")},
+    **{stem: ("d", "ll") for stem in _PERSONS},
+    **{stem: ("re", "ve") for stem in ("you", "we", "they", "who")},
+    "i": ("m", "d", "ll", "ve"),
+    **{stem: ("t",) for stem in ("don", "doesn", "didn", "can", "won", "isn", "aren", "wasn",
+                                 "weren", "shouldn", "couldn", "wouldn", "haven", "hasn", "ain")},
+    "o": ("clock",),
+}  # fmt: skip
+"""Where an English word may have an apostrophe: after these letters, before these endings
+("what's", "I'd", "don't", "I'm", "you're", "we'll", "I've", "o'clock"); nowhere else."""
+
+
 class CharState(NamedTuple):
     """Where a character walk is: the word automaton's states at the last word boundary, the
     word being written since (lower case, "" between words; `ANY` once it can only be free
-    text), and the separator phase."""
+    text), the separator phase, and the word's shape: its case so far and the letters since its
+    apostrophe (None: none; "*": any may follow).
+
+    The shape keeps the search to the ways a word is written: lower case, capitalised or all
+    capitals, plain ASCII letters, an apostrophe only before a contraction's ending. Without it
+    a beam fills with spellings of one word ("T'w", "T'u", "T'O", "T'wêLvê") that the
+    normaliser would read alike, and the probability of the sentence is spread over them.
+    Free text (`ANY`) is written as the model likes."""
 
     states: frozenset[int]
     partial: str
     phase: int
+    case: int = _LOWER
+    after_apostrophe: str | None = None
 
 
 @dataclass
@@ -203,6 +229,30 @@ def _add_edge(nfa: SurfaceWords, source: int, kind: int, arg: object, target: in
             nfa.add(state, ANY, target)
 
 
+def _shaped(state: CharState, char: str, folded: str) -> CharState | None:
+    """`state` with the shape of its word after `char` (its folded form `folded`), or None
+    when no word is written so (see `CharState`). The letter itself is added by the caller."""
+    if not char.isascii():
+        return None
+    if state.phase not in _WORD_PHASES:  # the first character of a word
+        return CharState(
+            state.states, state.partial, state.phase, _ONE_UPPER if char.isupper() else _LOWER
+        )
+    case, after = state.case, state.after_apostrophe
+    if char.isupper():
+        case = {_ONE_UPPER: _CAPS, _CAPS: _CAPS}.get(case, -1)
+    elif char.islower():
+        case = {_LOWER: _LOWER, _ONE_UPPER: _TITLE, _TITLE: _TITLE}.get(case, -1)
+    if case < 0:
+        return None
+    if after is not None and after != "*":
+        stem = state.partial[: len(state.partial) - len(after)]
+        after += folded
+        if not any(ending.startswith(after) for ending in _CONTRACTIONS.get(stem, ())):
+            return None
+    return CharState(state.states, state.partial, state.phase, case, after)
+
+
 def _fold(char: str) -> str:
     """Lower case without accents: "É" -> "e"."""
     decomposed = unicodedata.normalize("NFKD", char.lower())
@@ -290,7 +340,7 @@ class TokenAutomaton:
     def accepts_end(self, state_id: int) -> bool:
         """May the text end here (end-of-text allowed)?"""
         state = self._states[state_id]
-        if state.phase not in (*_WORD_PHASES, _ENDED):
+        if state.phase not in (*_WORD_PHASES, _ENDED) or state.after_apostrophe == "":
             return False
         return bool(self._complete(state) & self.nfa.accepting)
 
@@ -338,14 +388,17 @@ class TokenAutomaton:
                 return None
             return self._boundary(state, _COMMA if char == "," else _HYPHEN)
         if char in END_PUNCTUATION:
-            if phase not in _WORD_PHASES:
+            if phase not in _WORD_PHASES or state.after_apostrophe == "":
                 return None
             ended = self._complete(state) & self.nfa.accepting
             return CharState(frozenset(ended), "", _ENDED) if ended else None
         if char in "'’":  # once per word ("what's", "I'd"); the word is written without it
             if phase != _IN_WORD or not state.partial:
                 return None
-            return CharState(state.states, state.partial, _APOSTROPHE)
+            if state.partial != ANY and state.partial not in _CONTRACTIONS:
+                return None
+            after = "*" if state.partial == ANY else ""
+            return CharState(state.states, state.partial, _APOSTROPHE, state.case, after)
         if char in "%&+":
             if phase in _WORD_PHASES:  # "40%": the number ends, the symbol is a word of its own
                 after = self._complete(state)
@@ -356,9 +409,14 @@ class TokenAutomaton:
         folded = _fold(char)
         if len(folded) != 1 or not folded.isalnum():
             return None
-        return self._letter(state, folded)
+        if state.partial == ANY and phase in _WORD_PHASES:
+            return self._letter(state, folded)
+        shaped = _shaped(state, char, folded)
+        return None if shaped is None else self._letter(shaped, folded)
 
     def _boundary(self, state: CharState, phase: int) -> CharState | None:
+        if state.after_apostrophe == "":
+            return None  # an apostrophe ends no word ("cold'")
         after = self._complete(state)
         return CharState(after, "", phase) if after else None
 
@@ -367,14 +425,15 @@ class TokenAutomaton:
         partial = state.partial if inside else ""
         phase = state.phase if inside else _IN_WORD
         words = self._words_from(state.states)
+        shape = (state.case, state.after_apostrophe)  # set by `_shaped` for this letter
         if partial != ANY:
             grown = partial + char
             if grown in self._prefixes_of(state.states):
-                return CharState(state.states, grown, phase)
+                return CharState(state.states, grown, phase, *shape)
             if char.isdigit() and grown.isdigit() and "\x00#" in words:
-                return CharState(state.states, grown, phase)
+                return CharState(state.states, grown, phase, *shape)
         if ANY in words and char not in "%&+":
-            return CharState(state.states, ANY, phase)
+            return CharState(state.states, ANY, phase, *shape)
         return None
 
     # -- tokens --------------------------------------------------------------------------------
