@@ -86,7 +86,8 @@ class TranscriptEvent(Event):
     tokens: tuple[int, ...] = ()
     avg_logprob: float = 0.0
     reason: str = "silence"
-    """Why the utterance ended: silence, max_length, end_of_stream, gap."""
+    """Why the utterance ended: silence, max_length, end_of_stream, gap; "early" for an early
+    commit; "joined" for a command cut by a pause and decoded with what followed it."""
     stop_reason: str = "eos"
     """Why decoding stopped: "eos", "budget" (the token budget ran out) or "repetition"."""
     encode_ms: float = 0.0
@@ -137,8 +138,10 @@ class RejectedEvent(Event):
     say in words why speech is no command, or not confidently one ("nothing like a command",
     "nothing was said" for a transcript without words, ...). A command held back has
     `best_intent` set and reason `committed_early` (this utterance's command was dispatched on
-    its early commit) or `cooldown` (DispatchConfig.cooldown_ms, off by default). Only speech
-    that is no command goes to `otherwise` callbacks: not these two, not "nothing was said".
+    its early commit) or `cooldown` (DispatchConfig.cooldown_ms, off by default). Decoded within
+    the grammar, "unfinished" is the start of a command that nothing followed in time (see
+    `engine/join.py`). Only speech that is no command goes to `otherwise` callbacks: not
+    `committed_early` or `cooldown`, not "nothing was said".
     """
 
     type: ClassVar[str] = "rejected"

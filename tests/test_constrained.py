@@ -271,6 +271,7 @@ async def test_a_command_cut_by_a_pause_is_joined_into_one(transcriber) -> None:
         {"room": "kitchen", "brightness": 42},
     )
     assert command.t_start < 0.6 and command.t_end > 2.5  # both parts
+    assert pairs[0][0].reason == "joined"
     assert pairs[1][1].t_start > command.t_end  # the unfinished start said alone: not lost
 
 

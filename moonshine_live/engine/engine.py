@@ -237,6 +237,7 @@ class Engine(Callbacks):
         result = await self._transcribe(joined)
         if not isinstance(result, Recognition) or not (result.command or result.unfinished):
             return False
+        self._counts.transcribed += 1  # the held utterance: transcribed as part of this one
         self._deliver(joined, result)
         return True
 

@@ -43,7 +43,7 @@ class Held:
             start_sample=self.job.start_sample,
             end_sample=job.end_sample,
             final=True,
-            reason=job.reason,
+            reason="joined",
             speech_end_sample=job.speech_end_sample,
             emitted_at=job.emitted_at,
         )

@@ -62,7 +62,7 @@ class Scheduler:
 
     def __init__(self, config: EngineConfig, emit: Callable[[Event], None], counts: Counters):
         self.config = config
-        self.segmenter = Segmenter(config.vad, pause_ms=config.early_commit_ms)
+        self.segmenter = Segmenter(config.vad, pause_ms=config.early_commit_pause_ms)
         self.counts = counts
         self._emit = emit
         self.early_commit = False  # set by the engine: needs a grammar and a live source
@@ -81,7 +81,7 @@ class Scheduler:
         copy, no format round trip."""
         if history is not None:
             self.segmenter = Segmenter(
-                self.config.vad, history=history, pause_ms=self.config.early_commit_ms
+                self.config.vad, history=history, pause_ms=self.config.early_commit_pause_ms
             )
 
     @property

@@ -8,8 +8,9 @@ surface text ("▁Twelve", "-", "ounce", ","). This module joins the two in thre
    "percent" as "%", a list entry of several words also written as one ("firefox"), free text
    as any word. One NFA for all active sentences (and the wake phrase), so the decoder searches
    them all at once.
-2. A character walk (`CharState`, `TokenAutomaton.step_char`): letters are lower-cased and
-   accents folded, apostrophes inside words dropped (as the normaliser joins them), words end
+2. A character walk (`CharState`, `TokenAutomaton.step_char`): words written as words are
+   (`spelling.py`: lower case, capitalised or capitals, ASCII, an apostrophe only in an English
+   contraction, which the normaliser joins, like "what's" -> "whats"), words end
    at a space, a hyphen or a comma (one separator between words: no ",,", no "- "), and end
    punctuation (".", "?", "!") only where a sentence may end, once.
 3. Tokens: a token is allowed from a state if its characters walk without dying. The allowed
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -33,6 +33,7 @@ import torch
 
 from .compile import LIST, NUMBER, TEXT, WORD, Automaton, CompiledGrammar, CompiledSentence
 from .normalize import number_to_words
+from .spelling import CONTRACTIONS, LOWER, fold, next_shape
 
 ANY = "\x00*"
 """Edge label of free text: any one word."""
@@ -45,23 +46,6 @@ _SYMBOL_FORMS = {"percent": "%", "and": "&", "plus": "+"}
 # separator phases between words
 _IN_WORD, _SPACE, _COMMA, _COMMA_SPACE, _HYPHEN, _ENDED, _START, _APOSTROPHE = range(8)
 _WORD_PHASES = (_IN_WORD, _APOSTROPHE)  # inside a word (after its apostrophe, the second)
-
-
-_LOWER, _ONE_UPPER, _TITLE, _CAPS = range(4)
-"""How the word being written is cased so far: "light", "L", "Light", "LI"/"TV"."""
-_PERSONS = ("i", "you", "he", "she", "it", "we", "they", "that", "there", "who")
-_CONTRACTIONS: dict[str, tuple[str, ...]] = {
-    **{stem: ("s",) for stem in ("what", "that", "it", "let", "he", "she", "there", "here",
-                                 "who", "where", "how", "when", "why")},
-    **{stem: ("d", "ll") for stem in _PERSONS},
-    **{stem: ("re", "ve") for stem in ("you", "we", "they", "who")},
-    "i": ("m", "d", "ll", "ve"),
-    **{stem: ("t",) for stem in ("don", "doesn", "didn", "can", "won", "isn", "aren", "wasn",
-                                 "weren", "shouldn", "couldn", "wouldn", "haven", "hasn", "ain")},
-    "o": ("clock",),
-}  # fmt: skip
-"""Where an English word may have an apostrophe: after these letters, before these endings
-("what's", "I'd", "don't", "I'm", "you're", "we'll", "I've", "o'clock"); nowhere else."""
 
 
 class CharState(NamedTuple):
@@ -79,7 +63,7 @@ class CharState(NamedTuple):
     states: frozenset[int]
     partial: str
     phase: int
-    case: int = _LOWER
+    case: int = LOWER
     after_apostrophe: str | None = None
 
 
@@ -230,33 +214,11 @@ def _add_edge(nfa: SurfaceWords, source: int, kind: int, arg: object, target: in
 
 
 def _shaped(state: CharState, char: str, folded: str) -> CharState | None:
-    """`state` with the shape of its word after `char` (its folded form `folded`), or None
-    when no word is written so (see `CharState`). The letter itself is added by the caller."""
-    if not char.isascii():
-        return None
-    if state.phase not in _WORD_PHASES:  # the first character of a word
-        return CharState(
-            state.states, state.partial, state.phase, _ONE_UPPER if char.isupper() else _LOWER
-        )
-    case, after = state.case, state.after_apostrophe
-    if char.isupper():
-        case = {_ONE_UPPER: _CAPS, _CAPS: _CAPS}.get(case, -1)
-    elif char.islower():
-        case = {_LOWER: _LOWER, _ONE_UPPER: _TITLE, _TITLE: _TITLE}.get(case, -1)
-    if case < 0:
-        return None
-    if after is not None and after != "*":
-        stem = state.partial[: len(state.partial) - len(after)]
-        after += folded
-        if not any(ending.startswith(after) for ending in _CONTRACTIONS.get(stem, ())):
-            return None
-    return CharState(state.states, state.partial, state.phase, case, after)
-
-
-def _fold(char: str) -> str:
-    """Lower case without accents: "É" -> "e"."""
-    decomposed = unicodedata.normalize("NFKD", char.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    """`state` with the shape of its word after `char` (`spelling.next_shape`), or None when no
+    word is written so. The letter itself is added by the caller."""
+    first = state.phase not in _WORD_PHASES
+    shape = next_shape(state.case, state.after_apostrophe, state.partial, char, folded, first)
+    return None if shape is None else state._replace(case=shape[0], after_apostrophe=shape[1])
 
 
 class TokenAutomaton:
@@ -395,7 +357,7 @@ class TokenAutomaton:
         if char in "'’":  # once per word ("what's", "I'd"); the word is written without it
             if phase != _IN_WORD or not state.partial:
                 return None
-            if state.partial != ANY and state.partial not in _CONTRACTIONS:
+            if state.partial != ANY and state.partial not in CONTRACTIONS:
                 return None
             after = "*" if state.partial == ANY else ""
             return CharState(state.states, state.partial, _APOSTROPHE, state.case, after)
@@ -406,7 +368,7 @@ class TokenAutomaton:
                     return None
                 state = CharState(after, "", _SPACE)
             return self._letter(state, char)
-        folded = _fold(char)
+        folded = fold(char)
         if len(folded) != 1 or not folded.isalnum():
             return None
         if state.partial == ANY and phase in _WORD_PHASES:
