@@ -108,7 +108,7 @@ async def main(args: argparse.Namespace) -> None:
         )
         report(again, wall, cpu, len(speech) / SAMPLE_RATE)
         print(f"real-time factor: {rtf:.3f}")
-        (p50, again_p50), (said, again_said) = command_p50(events), command_p50(again)
+        (p50, said), (again_p50, again_said) = command_p50(events), command_p50(again)
         print(f"end of speech -> command p50, {args.decode}/{other}: {p50 / again_p50:.2f}")
         only = [c for c in said if c not in again_said], [c for c in again_said if c not in said]
         print(f"commands only {args.decode}: {only[0]}; only {other}: {only[1]}")
