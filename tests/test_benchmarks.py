@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import require_tool
+from speech import compose, tts_wav
+
+from moonshine_live.capture.audio import write_wav
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
@@ -66,3 +69,20 @@ def test_command_benchmark_new_options_run(transcriber, tmp_path) -> None:
     assert all(o["split"] in ("dev", "test") and o["snr"] in ("clean", "10dB") for o in ours)
     rejection = [o for o in outcomes if o["recognizer"] == "ours-constrained+rejection"]
     assert len(rejection) == len(ours) and rejection[0]["threshold"] is not None
+
+
+@pytest.mark.needs_weights
+@pytest.mark.needs_tts
+def test_live_benchmark_compares_the_decodes_and_early_commit(transcriber, tmp_path) -> None:
+    """The live replay, at full speed on a short recording: both decodes, the early-commit run
+    and the silent stretch all report (the decode comparison once crashed after its runs)."""
+    wav = tmp_path / "two.wav"
+    write_wav(wav, compose([0.4, tts_wav("turn on the kitchen lights", "flite", variant="slt"),
+                            1.0, tts_wav("next track", "flite", variant="rms"), 0.8]))  # fmt: skip
+    argv = [sys.executable, str(BENCHMARKS / "live.py"), "--fast", "--repeat", "1",
+            "--silence-s", "1", "--early-commit", "150", "--file", str(wav)]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in ("end of speech -> command p50, constrained/free:", "commands only constrained:",
+                 "early commits:", "CPU while silent:"):  # fmt: skip
+        assert line in result.stdout, result.stdout
