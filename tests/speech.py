@@ -98,8 +98,7 @@ def tts_wav(
     if voice not in TTS_ENGINES:
         raise ValueError(f"voice must be one of {TTS_ENGINES}, got {voice!r}")
     sox = require_tool("sox")
-    key = "\0".join([_CACHE_VERSION, voice, variant or "", str(speed or ""), text])
-    target = TTS_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.wav"
+    target = _cached_wav(TTS_DIR, voice, variant or "", str(speed or ""), text)
     if target.is_file():
         return target
     TTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -344,14 +343,20 @@ def babble(length: int, talkers: Sequence[Path], seed: int) -> np.ndarray:
     return (mixed / rms).astype(np.float32)
 
 
+def _cached_wav(directory: Path, *parts: str) -> Path:
+    """Where the clip made from `parts` is cached: named by their hash (and the cache version),
+    so the same parts always find the same file."""
+    key = "\0".join([_CACHE_VERSION, *parts])
+    return directory / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.wav"
+
+
 def sound_wav(kind: str, seed: int = 0) -> Path:
     """A cached 16 kHz non-speech clip of SOUND_KINDS, varied by `seed`: noise alone (white,
     pink or brown), a steady tone, beeps, a sweep, a two-tone (DTMF-like) beep, a cough-like
     burst of band-passed noise, or a few plucked chords (music-like)."""
     if kind not in SOUND_KINDS:
         raise ValueError(f"kind must be one of {SOUND_KINDS}, got {kind!r}")
-    key = "\0".join([_CACHE_VERSION, "sound", kind, str(seed)])
-    target = SOUNDS_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.wav"
+    target = _cached_wav(SOUNDS_DIR, "sound", kind, str(seed))
     if target.is_file():
         return target
     SOUNDS_DIR.mkdir(parents=True, exist_ok=True)
