@@ -47,6 +47,11 @@ class TokenConstraint(Protocol):
         """(allowed token ids [n], the state after each); end-of-text where a sentence ends."""
         ...
 
+    def reading(self, token_id: int) -> str:
+        """The token as the grammar's normaliser reads it (lower case, separators a space):
+        hypotheses that read alike are spellings of one text, and only the best is kept."""
+        ...
+
 
 @dataclass(frozen=True)
 class Hypothesis:
@@ -57,6 +62,8 @@ class Hypothesis:
     token_logprobs: tuple[float, ...]
     """Of every token, end-of-text included (so len = len(tokens) + 1 when finished)."""
     state: int
+    reading: str = ""
+    """The tokens as the normaliser reads them ("go to top" for "Go-to, Top")."""
 
     @property
     def score(self) -> float:
@@ -223,16 +230,22 @@ class _Search:
                     candidates.append((base + lp, row, int(ids[index]), lp, nexts[index]))
         candidates.sort(key=lambda c: -c[0])
         chosen: list[tuple[int, Hypothesis]] = []
+        readings: set[str] = set()
         for score, row, token, lp, state in candidates:
             if score < candidates[0][0] - self.gap:
                 break  # too far behind the best to matter (a row saved for every step after)
             parent = live[row]
             if token == eos:
-                finished.append(Hypothesis(parent.tokens, (*parent.token_logprobs, lp), state))
-            elif len(chosen) < beam:
-                chosen.append(
-                    (row, Hypothesis((*parent.tokens, token), (*parent.token_logprobs, lp), state))
+                finished.append(
+                    Hypothesis(parent.tokens, (*parent.token_logprobs, lp), state, parent.reading)
                 )
+            elif len(chosen) < beam:
+                text = _read_on(parent.reading, self.constraint.reading(token))
+                if text in readings:
+                    continue  # a likelier spelling of the same text holds a row already
+                readings.add(text)
+                tokens, logprobs = (*parent.tokens, token), (*parent.token_logprobs, lp)
+                chosen.append((row, Hypothesis(tokens, logprobs, state, text)))
         finished.sort(key=lambda h: -h.score)
         return chosen
 
@@ -252,6 +265,13 @@ class _Search:
         index = torch.tensor(parents, dtype=torch.long, device=self.k_caches[0].device) + offset
         for cache in (*self.k_caches, *self.v_caches):
             cache[offset : offset + count, :, :length] = cache[index, :, :length]
+
+
+def _read_on(text: str, piece: str) -> str:
+    """`text` with one more token's reading: one space between words, none at the start."""
+    if not text or text.endswith(" "):
+        piece = piece.lstrip(" ")
+    return text + piece
 
 
 @contextlib.contextmanager

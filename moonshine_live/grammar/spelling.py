@@ -52,6 +52,27 @@ def next_shape(
     return case, after
 
 
+SEPARATORS = frozenset(" -,")
+"""Characters the normaliser reads as a word boundary."""
+END_PUNCTUATION = frozenset(".?!")
+"""Where a sentence may end; the normaliser drops it."""
+
+
+def reading(piece: str) -> str:
+    """A vocabulary piece as the normaliser reads it: lower case without accents, separators
+    one space, end punctuation gone (" Top," -> " top "): pieces of hypotheses that read alike
+    join into the same text."""
+    out = []
+    for char in piece:
+        if char in SEPARATORS:
+            out.append(" ")
+        elif char == "’":
+            out.append("'")
+        elif char not in END_PUNCTUATION:
+            out.append(fold(char))
+    return "".join(out)
+
+
 def fold(char: str) -> str:
     """Lower case without accents: "É" -> "e"."""
     decomposed = unicodedata.normalize("NFKD", char.lower())

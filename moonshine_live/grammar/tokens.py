@@ -33,13 +33,12 @@ import torch
 
 from .compile import LIST, NUMBER, TEXT, WORD, Automaton, CompiledGrammar, CompiledSentence
 from .normalize import number_to_words
-from .spelling import CONTRACTIONS, LOWER, fold, next_shape
+from .spelling import CONTRACTIONS, END_PUNCTUATION, LOWER, fold, next_shape, reading
 
 ANY = "\x00*"
 """Edge label of free text: any one word."""
 MAX_NUMBER_RANGE = 2_000
 """Ranges with more integers than this accept any digits (their words are not enumerated)."""
-END_PUNCTUATION = frozenset(".?!")
 _SYMBOL_FORMS = {"percent": "%", "and": "&", "plus": "+"}
 """Words the normaliser also reads from a symbol: "40%" is "40 percent"."""
 
@@ -242,6 +241,7 @@ class TokenAutomaton:
         self.nfa = surface_words(chosen, compiled.wake, bool(wake and wake.required))
         self.eos_id = eos_id
         self._trie = _vocab_trie(tuple(pieces))
+        self._readings = _readings(tuple(pieces))
         self._ids: dict[CharState, int] = {}
         self._states: list[CharState] = []
         self._chars: dict[tuple[int, str], int | None] = {}
@@ -427,6 +427,11 @@ class TokenAutomaton:
             if child.children:
                 self._walk(child, after, ids, nexts)
 
+    def reading(self, token_id: int) -> str:
+        """The token as the normaliser reads it (`spelling.reading`): the search keeps one
+        hypothesis per text so read, not one per spelling."""
+        return self._readings[token_id]
+
     def advance(self, state_id: int, token_id: int) -> int | None:
         """The state after a token (None: not allowed)."""
         if token_id == self.eos_id:
@@ -472,6 +477,11 @@ def _vocab_trie(pieces: tuple[str, ...]) -> _TrieNode:
             node = node.children.setdefault(char, _TrieNode())
         node.ends.append(token_id)
     return root
+
+
+@functools.lru_cache(maxsize=2)
+def _readings(pieces: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(reading(piece) for piece in pieces)
 
 
 def surface_pieces(pieces: Sequence[str]) -> list[str]:
