@@ -86,3 +86,30 @@ def test_live_benchmark_compares_the_decodes_and_early_commit(transcriber, tmp_p
     for line in ("end of speech -> command p50, constrained/free:", "commands only constrained:",
                  "early commits:", "CPU while silent:"):  # fmt: skip
         assert line in result.stdout, result.stdout
+
+
+@pytest.mark.needs_tts
+def test_segment_benchmark_judges_every_command(tmp_path) -> None:
+    """Two short streams, clean and in pink noise, and a noise-only one, through both
+    segmenters: every command gets one verdict, and clean speech through today's segmenter
+    comes out as one utterance per command said in one go, with no noise utterances."""
+    for tool in ("espeak-ng", "flite", "sox"):
+        require_tool(tool)
+    dump = tmp_path / "segments.json"
+    argv = [sys.executable, str(BENCHMARKS / "segments.py"), "--minutes", "1.5", "--stream-s",
+            "45", "--noise-minutes", "0.75", "--noises", "pink", "--snrs", "10", "--voices",
+            "quick", "--json", str(dump)]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {(row["condition"], row["segmenter"]): row for row in json.loads(dump.read_text())}
+    assert set(rows) == {(c, s) for c in ("clean", "pink@10dB") for s in ("webrtc", "webrtc-a3")}
+    for (condition, segmenter), row in rows.items():
+        assert f"{condition} " in result.stdout and f" {segmenter} " in result.stdout
+        verdicts = row["one"] + row["split"] + row["merged"] + row["missed"]
+        assert verdicts == row["commands"] >= 8, row
+        assert row["speech_s"] == 90 and row["silent_s"] == 45 and row["cpu_s"] > 0
+    clean = rows["clean", "webrtc"]
+    assert clean["unpaused_one"] >= 0.9 * clean["unpaused"]  # a pause inside may split one
+    assert clean["one"] >= 0.8 * clean["commands"]
+    assert clean["noise_utterances"] == clean["silent_utterances"] == 0
+    assert len(clean["onset_ms"]) == clean["one"] and max(map(abs, clean["onset_ms"])) < 300
